@@ -1,0 +1,218 @@
+"""The local engine: ping files read in parallel worker processes, folded in the parent.
+
+Each worker takes whole files from a task queue, applies the rules to every line and sends back
+compact `Chunk`s of a few thousand records through a bounded queue (so a slow parent slows the
+workers down instead of piling chunks up in memory). The parent folds chunks into one
+`DateAggregator` per submission date: dedupe and sums happen there, so which worker reads which
+file never changes a row. With one worker everything runs in the calling process.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import queue
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from .. import rules
+from ..aggregation import DateAggregator, DateBatch, FrozenBatch
+from ..errors import CrashAggregatesError, InputError
+from ..sources import PingFile, PingStore, iter_lines
+
+CHUNK_RECORDS = 5000
+
+
+@dataclass(frozen=True)
+class ScanSpec:
+    """What a scan reads and how.
+
+    `layout_date` is the submission date of every ping read (partitioned layout), or None
+    (flat layout: each ping's own date, kept when in `wanted`).
+    """
+
+    layout_date: date | None
+    wanted: frozenset[date]
+    sample_below: float | None = None
+    dedupe: bool = True
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """What a worker sends back for a stretch of one file."""
+
+    batches: dict[date, FrozenBatch]
+    undated: int
+    lines: int
+    bytes_read: int  # compressed bytes of the file consumed by this chunk
+
+
+@dataclass
+class ScanResult:
+    aggregators: dict[date, DateAggregator]
+    undated: int = 0
+    lines: int = 0
+    files: int = 0
+
+
+@dataclass
+class Progress:
+    """Called as chunks arrive: (compressed bytes, lines) since the last call."""
+
+    callback: Callable[[int, int], None] | None = None
+
+    def __call__(self, bytes_read: int, lines: int) -> None:
+        if self.callback is not None:
+            self.callback(bytes_read, lines)
+
+
+def scan_file(store: PingStore, file: PingFile, spec: ScanSpec) -> Iterator[Chunk]:
+    """Apply the rules to every line of one file, in chunks."""
+    evaluate = rules.evaluate_line
+    batches: dict[date, DateBatch] = {}
+    undated = lines = records = 0
+    position = reported = 0
+    for line, position in iter_lines(store, file):
+        if not line or line.isspace():
+            continue
+        lines += 1
+        outcome = evaluate(line, spec.layout_date, spec.wanted, spec.sample_below, spec.dedupe)
+        if outcome is None:
+            continue
+        day = outcome.submission_date
+        if day is None:
+            undated += 1
+            continue
+        batch = batches.get(day)
+        if batch is None:
+            batch = batches[day] = DateBatch()
+        batch.add(outcome)
+        records += 1
+        if records >= CHUNK_RECORDS:
+            yield Chunk({d: b.freeze() for d, b in batches.items()}, undated, lines,
+                        position - reported)
+            reported = position
+            batches, undated, lines, records = {}, 0, 0, 0
+    yield Chunk({d: b.freeze() for d, b in batches.items()}, undated, lines,
+                max(position, file.size) - reported)
+
+
+@dataclass
+class _Folder:
+    spec: ScanSpec
+    result: ScanResult = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.result = ScanResult(aggregators={})
+        if self.spec.layout_date is not None:
+            self._aggregator(self.spec.layout_date)
+        else:
+            for day in self.spec.wanted:
+                self._aggregator(day)
+
+    def _aggregator(self, day: date) -> DateAggregator:
+        found = self.result.aggregators.get(day)
+        if found is None:
+            found = self.result.aggregators[day] = DateAggregator(dedupe=self.spec.dedupe)
+        return found
+
+    def fold(self, chunk: Chunk) -> None:
+        for day, batch in chunk.batches.items():
+            self._aggregator(day).add(batch)
+        self.result.undated += chunk.undated
+        self.result.lines += chunk.lines
+
+
+def scan(
+    store: PingStore,
+    files: Sequence[PingFile],
+    spec: ScanSpec,
+    workers: int = 1,
+    progress: Progress | None = None,
+) -> ScanResult:
+    """Read `files` and fold every line into per-date aggregators.
+
+    Raises InputError (naming the file) when a file cannot be read or inflated.
+    """
+    folder = _Folder(spec)
+    report = progress or Progress()
+    if workers <= 1 or len(files) <= 1:
+        for file in files:
+            for chunk in scan_file(store, file, spec):
+                folder.fold(chunk)
+                report(chunk.bytes_read, chunk.lines)
+    else:
+        for chunk in _parallel_chunks(store.url, files, spec, min(workers, len(files))):
+            folder.fold(chunk)
+            report(chunk.bytes_read, chunk.lines)
+    folder.result.files = len(files)
+    return folder.result
+
+
+def _worker(store_url: str, spec: ScanSpec, tasks: Any, results: Any) -> None:
+    try:
+        store = PingStore(store_url)
+    except CrashAggregatesError as exc:
+        results.put(("error", -1, str(exc)))
+        return
+    while (task := tasks.get()) is not None:
+        index, file = task
+        try:
+            for chunk in scan_file(store, file, spec):
+                results.put(("chunk", index, chunk))
+            results.put(("done", index, None))
+        except CrashAggregatesError as exc:
+            results.put(("error", index, str(exc)))
+        except Exception as exc:  # never lose a worker silently: name the file
+            results.put(("error", index, f"{file.path}: {type(exc).__name__}: {exc}"))
+
+
+def _parallel_chunks(
+    store_url: str, files: Sequence[PingFile], spec: ScanSpec, workers: int
+) -> Iterator[Chunk]:
+    # spawn, not fork: forking a process that may hold threads (progress, drivers) is unsafe.
+    context = multiprocessing.get_context("spawn")
+    tasks = context.Queue()
+    results = context.Queue(maxsize=4 * workers)
+    # Largest files first, so one big file does not start last and run alone.
+    for index in sorted(range(len(files)), key=lambda i: -files[i].size):
+        tasks.put((index, files[index]))
+    for _ in range(workers):
+        tasks.put(None)
+    processes = [
+        context.Process(target=_worker, args=(store_url, spec, tasks, results), daemon=True)
+        for _ in range(workers)
+    ]
+    for process in processes:
+        process.start()
+    try:
+        remaining = len(files)
+        while remaining:
+            try:
+                kind, _index, payload = results.get(timeout=1.0)
+            except queue.Empty:
+                dead = [p for p in processes if p.exitcode not in (None, 0)]
+                if dead:
+                    raise InputError(
+                        f"a worker process died (exit code {dead[0].exitcode}) while reading "
+                        f"the ping files") from None
+                continue
+            if kind == "chunk":
+                yield payload
+            elif kind == "done":
+                remaining -= 1
+            else:
+                raise InputError(payload)
+        for process in processes:
+            process.join(timeout=10)
+    finally:
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+        for process in processes:
+            process.join(timeout=5)
+        results.close()
+        tasks.close()
+        results.cancel_join_thread()
+        tasks.cancel_join_thread()

@@ -1,0 +1,189 @@
+"""The job: for each submission date, read its pings, aggregate, replace its rows."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Literal, Protocol
+
+from . import __version__, rules
+from .aggregation import DateAggregator
+from .engines.local import Progress, ScanSpec, scan
+from .errors import CrashAggregatesError, UsageError
+from .sources import PingFile, PingStore
+from .stores.base import RunRecord, Store, open_store
+
+
+@dataclass(frozen=True)
+class FillSettings:
+    input_url: str
+    first: date
+    last: date
+    db_url: str | None = None
+    workers: int = 1
+    dedupe: bool = True
+    sample_fraction: float = 1.0
+    layout: Literal["auto", "partitioned", "flat"] = "auto"
+
+    def __post_init__(self) -> None:
+        if self.first > self.last:
+            raise UsageError(f"--from {self.first} is after --to {self.last}")
+        if not 0 < self.sample_fraction <= 1:
+            raise UsageError("--sample-fraction must be in (0, 1]")
+        if self.workers < 1:
+            raise UsageError("--workers must be at least 1")
+
+    def dates(self) -> Iterator[date]:
+        day = self.first
+        while day <= self.last:
+            yield day
+            day += timedelta(days=1)
+
+    @property
+    def sample_below(self) -> float | None:
+        """Pings are kept when their `meta.sampleId` is below this (None: keep all)."""
+        return None if self.sample_fraction >= 1 else 100 * self.sample_fraction
+
+
+@dataclass
+class DateReport:
+    submission_date: date
+    status: Literal["completed", "failed"]
+    counters: dict[str, int] = field(default_factory=dict)
+    rows: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+    undated: int = 0
+
+
+@dataclass
+class FillReport:
+    run_id: str
+    dates: list[DateReport] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[date]:
+        return [d.submission_date for d in self.dates if d.status == "failed"]
+
+
+class Reporter(Protocol):
+    """Where the job tells what it is doing (the CLI prints it)."""
+
+    def reading(self, what: str, files: list[PingFile]) -> Progress: ...
+
+    def date_done(self, report: DateReport) -> None: ...
+
+
+class SilentReporter:
+    def reading(self, what: str, files: list[PingFile]) -> Progress:
+        return Progress()
+
+    def date_done(self, report: DateReport) -> None:
+        pass
+
+
+def new_run_id(now: datetime) -> str:
+    return f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+
+
+def fill(settings: FillSettings, reporter: Reporter | None = None) -> FillReport:
+    """Run the job for every date of `settings`; a failed date never stops the others."""
+    say = reporter or SilentReporter()
+    store = open_store(settings.db_url)
+    try:
+        return _Job(settings, store, say).run()
+    finally:
+        store.close()
+
+
+@dataclass
+class _Job:
+    settings: FillSettings
+    store: Store
+    say: Reporter
+
+    def __post_init__(self) -> None:
+        self.report = FillReport(new_run_id(datetime.now(UTC)))
+
+    def run(self) -> FillReport:
+        days = list(self.settings.dates())
+        try:
+            pings = PingStore(self.settings.input_url)
+            layout = self.settings.layout
+            if layout == "auto":
+                layout = pings.layout()
+        except CrashAggregatesError as exc:
+            started = datetime.now(UTC)
+            for day in days:
+                self._failed(day, started, time.monotonic(), str(exc))
+            return self.report
+        if layout == "partitioned":
+            for day in days:
+                self._partitioned_date(pings, day)
+        else:
+            self._flat(pings, days)
+        return self.report
+
+    def _spec(self, layout_date: date | None, wanted: list[date]) -> ScanSpec:
+        return ScanSpec(layout_date, frozenset(wanted), self.settings.sample_below,
+                        self.settings.dedupe)
+
+    def _partitioned_date(self, pings: PingStore, day: date) -> None:
+        started, clock = datetime.now(UTC), time.monotonic()
+        try:
+            files = pings.files_for_date(day)
+            if not files:
+                raise CrashAggregatesError(
+                    f"no ping files for {day} in {self.settings.input_url}")
+            progress = self.say.reading(day.isoformat(), files)
+            result = scan(pings, files, self._spec(day, [day]), self.settings.workers, progress)
+            self._write(day, result.aggregators[day], started, clock, 0)
+        except CrashAggregatesError as exc:
+            self._failed(day, started, clock, str(exc))
+
+    def _flat(self, pings: PingStore, days: list[date]) -> None:
+        started, clock = datetime.now(UTC), time.monotonic()
+        try:
+            files = pings.all_files()
+            if not files:
+                raise CrashAggregatesError(f"no ping files in {self.settings.input_url}")
+            progress = self.say.reading(f"{days[0]} to {days[-1]}", files)
+            result = scan(pings, files, self._spec(None, days), self.settings.workers, progress)
+        except CrashAggregatesError as exc:
+            for day in days:
+                self._failed(day, started, clock, str(exc))
+            return
+        for day in days:
+            try:
+                self._write(day, result.aggregators[day], started, clock, result.undated)
+            except CrashAggregatesError as exc:
+                self._failed(day, started, clock, str(exc), result.undated)
+
+    def _write(self, day: date, aggregator: DateAggregator, started: datetime, clock: float,
+               undated: int) -> None:
+        rows = aggregator.finish()
+        counters = dict(aggregator.counters)
+        seconds = time.monotonic() - clock
+        run = RunRecord(self.report.run_id, day, "completed", started, seconds, len(rows),
+                        self.settings.input_url, __version__, counters, undated)
+        self.store.replace_date(day, rows, run)
+        self._done(DateReport(day, "completed", counters, len(rows), seconds, None, undated))
+
+    def _failed(self, day: date, started: datetime, clock: float, error: str,
+                undated: int = 0) -> None:
+        seconds = time.monotonic() - clock
+        counters = {name: 0 for name in rules.COUNTERS}
+        run = RunRecord(self.report.run_id, day, "failed", started, seconds, 0,
+                        self.settings.input_url, __version__, counters, undated, error)
+        try:
+            self.store.record_run(run)
+        except CrashAggregatesError:
+            pass  # the failure is reported below all the same; the date's rows are untouched
+        self._done(DateReport(day, "failed", counters, 0, seconds, error, undated))
+
+    def _done(self, report: DateReport) -> None:
+        self.report.dates.append(report)
+        self.say.date_done(report)

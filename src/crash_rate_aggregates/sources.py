@@ -1,0 +1,168 @@
+"""Ping stores: which files hold a submission date, and the lines in them.
+
+Nothing here knows what a ping means. A store is a folder or an fsspec URL in one of two layouts:
+
+- partitioned: folders `submission_date=YYYY-MM-DD/` (or `YYYYMMDD/`, `YYYY-MM-DD/`); a date's
+  pings are every ping file under its folder;
+- flat: every ping file anywhere in the store; each ping says its own submission date.
+
+Ping files are named `*.json`, `*.jsonl` or `*.ndjson`, optionally `.gz` or `.zst`; other files
+(and names starting with `.` or `_`, like `_SUCCESS`) are not read.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date
+from typing import IO, Any, Literal, cast
+
+from .errors import InputError
+
+Layout = Literal["partitioned", "flat"]
+LINE_CHUNK = 1 << 20
+_PING_FILE = re.compile(r"[^./_][^/]*\.(json|jsonl|ndjson)(\.gz|\.zst)?\Z")
+_DATE_FOLDER = re.compile(r"(?:submission_date=)?([0-9]{4})-?([0-9]{2})-?([0-9]{2})\Z")
+
+
+@dataclass(frozen=True, slots=True)
+class PingFile:
+    path: str  # as the filesystem names it
+    size: int  # bytes on storage (compressed)
+
+
+class PingStore:
+    """A ping store at a URL or local path."""
+
+    def __init__(self, url: str) -> None:
+        import fsspec
+
+        self.url = url
+        try:
+            self.fs, self.root = fsspec.core.url_to_fs(url)
+        except (ImportError, ValueError) as exc:
+            raise InputError(f"cannot open ping store {url}: {exc}") from None
+        self.root = self.root.rstrip("/") or "/"
+        try:
+            is_dir = self.fs.isdir(self.root)
+        except OSError as exc:
+            raise InputError(f"cannot open ping store {url}: {exc}") from None
+        if not is_dir:
+            raise InputError(f"ping store {url} does not exist or is not a folder")
+
+    def date_folders(self) -> dict[date, list[str]]:
+        """Top-level folders named for a submission date."""
+        folders: dict[date, list[str]] = {}
+        for entry in self._listdir(self.root):
+            if entry["type"] != "directory":
+                continue
+            name = entry["name"].rstrip("/").rsplit("/", 1)[-1]
+            match = _DATE_FOLDER.match(name)
+            if match is None:
+                continue
+            try:
+                day = date(int(match[1]), int(match[2]), int(match[3]))
+            except ValueError:
+                continue
+            folders.setdefault(day, []).append(entry["name"].rstrip("/"))
+        return folders
+
+    def layout(self) -> Layout:
+        return "partitioned" if self.date_folders() else "flat"
+
+    def files_for_date(self, day: date) -> list[PingFile]:
+        """Partitioned layout: every ping file under the date's folder(s)."""
+        files: list[PingFile] = []
+        for folder in sorted(self.date_folders().get(day, [])):
+            files.extend(self._ping_files(folder))
+        return files
+
+    def all_files(self) -> list[PingFile]:
+        """Flat layout: every ping file in the store."""
+        return self._ping_files(self.root)
+
+    def _listdir(self, path: str) -> list[dict[str, Any]]:
+        try:
+            return list(self.fs.ls(path, detail=True))
+        except OSError as exc:
+            raise InputError(f"cannot list {path}: {exc}") from None
+
+    def _ping_files(self, folder: str) -> list[PingFile]:
+        try:
+            found = self.fs.find(folder, detail=True)
+        except OSError as exc:
+            raise InputError(f"cannot list {folder}: {exc}") from None
+        files = [
+            PingFile(path, int(info.get("size") or 0))
+            for path, info in sorted(found.items())
+            if info.get("type") == "file" and _PING_FILE.match(path.rsplit("/", 1)[-1])
+        ]
+        return files
+
+    def open(self, file: PingFile) -> IO[bytes]:
+        try:
+            raw: IO[bytes] = self.fs.open(file.path, "rb")
+        except OSError as exc:
+            raise InputError(f"{file.path}: cannot open: {_reason(exc)}") from None
+        return raw
+
+
+def _reason(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+
+
+def inflating_reader(raw: IO[bytes], path: str) -> IO[bytes]:
+    """A reader of the decompressed bytes of a ping file, chosen by its suffix."""
+    if path.endswith(".gz"):
+        try:
+            from isal import igzip  # ISA-L: several times faster than zlib at inflating
+
+            return cast(IO[bytes], igzip.IGzipFile(fileobj=raw, mode="rb"))  # type: ignore[no-untyped-call]
+        except ImportError:
+            import gzip
+
+            return cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="rb"))
+    if path.endswith(".zst"):
+        import zstandard
+
+        reader: IO[bytes] = zstandard.ZstdDecompressor().stream_reader(raw, closefd=False)
+        return reader
+    return raw
+
+
+def iter_lines(store: PingStore, file: PingFile) -> Iterator[tuple[bytes, int]]:
+    """The file's lines (without the newline) and the compressed bytes read so far.
+
+    Reads big chunks and splits them, which is much faster than line-by-line reads; any
+    failure to read or inflate becomes an InputError naming the file.
+    """
+    raw = store.open(file)
+    try:
+        reader = inflating_reader(raw, file.path)
+        rest = b""
+        while True:
+            try:
+                chunk = reader.read(LINE_CHUNK)
+            except (OSError, EOFError, ValueError) as exc:
+                raise InputError(f"{file.path}: cannot read or inflate: {_reason(exc)}") from None
+            except Exception as exc:  # zstandard.ZstdError and the like
+                raise InputError(f"{file.path}: cannot inflate: {_reason(exc)}") from None
+            if not chunk:
+                break
+            lines = (rest + chunk).split(b"\n")
+            rest = lines.pop()
+            position = _tell(raw)
+            for line in lines:
+                yield line, position
+        if rest:
+            yield rest, _tell(raw)
+    finally:
+        raw.close()
+
+
+def _tell(raw: IO[bytes]) -> int:
+    try:
+        return raw.tell()
+    except (OSError, ValueError):
+        return 0

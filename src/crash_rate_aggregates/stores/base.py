@@ -1,0 +1,108 @@
+"""What every output store does: create its schema, replace one submission date atomically with
+its aggregates and run record, and read them back.
+
+Each backend is one module of the same shape (sqlite.py, postgres.py...); `open_store` picks one
+by the URL's scheme.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any, Protocol
+
+from .. import rules
+from ..aggregation import Aggregate
+from ..errors import UsageError
+
+DEFAULT_DB = "sqlite:///crash_aggregates.db"
+#: Columns of the run table besides the counters, in order.
+RUN_COLUMNS: tuple[str, ...] = (
+    "run_id",
+    "submission_date",
+    "status",
+    "started_at",
+    "duration_seconds",
+    "rows_written",
+    "input_url",
+    "product_version",
+    "error",
+    *rules.COUNTERS,
+    rules.UNDATED,
+)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One date of one run: what it read, what it counted, how it ended.
+
+    `undated` is the run's count of flat-layout lines without a usable submission date: the
+    same number on every date of that run, not a per-date count.
+    """
+
+    run_id: str
+    submission_date: date
+    status: str  # "completed" or "failed"
+    started_at: datetime
+    duration_seconds: float
+    rows_written: int
+    input_url: str
+    product_version: str
+    counters: dict[str, int]
+    undated: int = 0
+    error: str | None = None
+
+    def values(self) -> tuple[Any, ...]:
+        return (
+            self.run_id,
+            self.submission_date.isoformat(),
+            self.status,
+            self.started_at.isoformat(timespec="seconds"),
+            round(self.duration_seconds, 3),
+            self.rows_written,
+            self.input_url,
+            self.product_version,
+            self.error,
+            *(int(self.counters.get(name, 0)) for name in rules.COUNTERS),
+            self.undated,
+        )
+
+
+class Store(Protocol):
+    url: str
+
+    def replace_date(
+        self, submission_date: date, rows: Sequence[Aggregate], run: RunRecord
+    ) -> None:
+        """Swap the date's rows for `rows` and record `run`, all or nothing."""
+
+    def record_run(self, run: RunRecord) -> None:
+        """Record a run that wrote no rows (a failed date), leaving the date's rows alone."""
+
+    def read_rows(self, submission_date: date | None = None) -> list[tuple[str, Aggregate]]:
+        """(submission date, aggregate) pairs, sorted."""
+
+    def read_runs(self, submission_date: date | None = None) -> list[dict[str, Any]]:
+        """Run records, oldest first."""
+
+    def close(self) -> None: ...
+
+
+def open_store(url: str | None) -> Store:
+    """The store at `url` (default: SQLite at ./crash_aggregates.db)."""
+    url = url or DEFAULT_DB
+    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+    if scheme == "sqlite":
+        from .sqlite import SqliteStore
+
+        return SqliteStore(url)
+    if scheme in ("postgresql", "postgres"):
+        raise UsageError("PostgreSQL stores are not available in this version")
+    raise UsageError(
+        f"unknown store URL {url!r}: use sqlite:///path.db or postgresql://user@host/db"
+    )
+
+
+def row_sort_key(row: Aggregate) -> tuple[str, list[tuple[str, str]]]:
+    return row.activity_date, sorted(row.dimensions.items())

@@ -1,0 +1,99 @@
+"""Shared test helpers: small ping stores written from Python values."""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import zstandard
+
+Line = bytes | dict[str, Any]
+
+
+def to_bytes(line: Line) -> bytes:
+    return line if isinstance(line, bytes) else orjson.dumps(line)
+
+
+def write_ping_file(path: Path, lines: Iterable[Line]) -> Path:
+    """Write lines to `path`, compressed as its suffix says (.gz, .zst or plain)."""
+    data = b"".join(to_bytes(line) + b"\n" for line in lines)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".gz":
+        data = gzip.compress(data)
+    elif path.suffix == ".zst":
+        data = zstandard.ZstdCompressor().compress(data)
+    path.write_bytes(data)
+    return path
+
+
+def main_ping(
+    doc_id: str | None = "id-1",
+    client: str | None = "client-1",
+    day: str = "2016-03-14",
+    submission: str = "20160314",
+    length: object = 3600,
+    channel: str = "nightly",
+    build_id: object = "20160314030215",
+    content: int = 0,
+    **meta: Any,
+) -> dict[str, Any]:
+    """A small valid main ping."""
+    ping: dict[str, Any] = {
+        "type": "main",
+        "application": {"channel": "ignored-by-meta", "name": "Firefox"},
+        "environment": {
+            "build": {"version": "48.0a1", "buildId": build_id, "architecture": "x86-64"},
+            "system": {"os": {"name": "Windows_NT", "version": "10.0"},
+                       "gfx": {"features": {"compositor": "d3d11"}}},
+            "settings": {"e10sEnabled": True, "e10sCohort": "test"},
+            "addons": {"activeExperiment": {}},
+        },
+        "payload": {
+            "info": {"subsessionStartDate": f"{day}T00:00:00.0+01:00", "subsessionLength": length},
+            "keyedHistograms": {
+                "SUBPROCESS_CRASHES_WITH_DUMP": {"content": {"values": {"0": content}}},
+            },
+        },
+        "meta": {"submissionDate": submission, "docType": "main", "normalizedChannel": channel,
+                 "appName": "Firefox", "geoCountry": "FR", "sampleId": 10, **meta},
+    }
+    if doc_id is not None:
+        ping["id"] = doc_id
+    if client is not None:
+        ping["clientId"] = client
+    return ping
+
+
+def crash_ping(
+    doc_id: str | None = "crash-1",
+    client: str | None = "client-1",
+    day: str = "2016-03-14",
+    submission: str = "20160314",
+    channel: str = "nightly",
+    **payload: Any,
+) -> dict[str, Any]:
+    """A small valid main-process crash ping."""
+    ping = main_ping(doc_id, client, day, submission, channel=channel)
+    ping["type"] = "crash"
+    ping["meta"]["docType"] = "crash"
+    ping["payload"] = {"crashDate": day, **payload}
+    return ping
+
+
+@pytest.fixture
+def make_store(tmp_path: Path) -> Callable[..., Path]:
+    """make_store({"2016-03-14": [lines, ...]}) -> a partitioned store; flat=True for flat."""
+
+    def make(days: dict[str, list[Line]], flat: bool = False, name: str = "part-0.json") -> Path:
+        root = tmp_path / "pings"
+        for day, lines in days.items():
+            folder = root if flat else root / f"submission_date={day}"
+            write_ping_file(folder / (f"{day}-{name}" if flat else name), lines)
+        root.mkdir(exist_ok=True)
+        return root
+
+    return make

@@ -1,0 +1,132 @@
+"""Dedupe and the stats of aggregates (aggregation.py)."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from crash_rate_aggregates import rules
+from crash_rate_aggregates.aggregation import DateAggregator, DateBatch, IdSet, client_hash
+
+DAY = date(2016, 3, 14)
+
+
+@given(st.lists(st.lists(st.integers(0, 40), max_size=30), max_size=12))
+def test_idset_marks_exactly_first_copies(batches: list[list[int]]) -> None:
+    ids, seen = IdSet(), set()
+    for batch in batches:
+        is_new = ids.add(np.array(batch, dtype=np.uint64))
+        expected = []
+        for value in batch:
+            expected.append(value not in seen)
+            seen.add(value)
+        assert is_new.tolist() == expected
+    assert len(ids) == len(seen)
+
+
+def test_idset_costs_eight_bytes_an_id() -> None:
+    ids = IdSet()
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        ids.add(rng.integers(0, 2**63, size=2000, dtype=np.uint64))
+    assert len(ids) == 100_000
+    assert ids.nbytes == 8 * 100_000
+
+
+def _outcome(client: str | None, measures: tuple[float, ...], doc_id: str | None = None,
+             key: rules.Key | None = None) -> rules.Outcome:
+    counter = rules.MAIN_PROCESSED if measures[0] else rules.CRASH_PROCESSED
+    key = key or (DAY.toordinal(), *(["x"] * len(rules.DIMENSIONS)))
+    return rules.Outcome(counter, DAY, doc_id, key, client, measures)
+
+
+def _rows(outcomes: list[rules.Outcome], compact_every: int = 1_000_000,
+          per_batch: int = 1000) -> list[dict[str, float]]:
+    aggregator = DateAggregator(compact_every=compact_every)
+    for start in range(0, len(outcomes), per_batch):
+        batch = DateBatch()
+        for outcome in outcomes[start:start + per_batch]:
+            batch.add(outcome)
+        aggregator.add(batch.freeze())
+    return [row.stats for row in aggregator.finish()]
+
+
+def test_client_level_sums_by_hand() -> None:
+    # client a: main (2 h, 1 content crash), crash; client b: main (1 h); anonymous: crash.
+    main_a = (1.0, 2.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0)
+    crash = (0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+    main_b = (1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+    [stats] = _rows([_outcome("a", main_a), _outcome("a", crash), _outcome("b", main_b),
+                     _outcome(None, crash)])
+    assert stats["ping_count"] == 2
+    assert stats["usage_hours"] == 3
+    assert stats["usage_hours_squared"] == 4 + 1
+    assert stats["main_crashes"] == 2
+    assert stats["main_crashes_squared"] == 2
+    assert stats["client_count"] == 3
+    assert stats["client_usage_hours_squared"] == 4 + 1 + 0
+    assert stats["client_main_crashes_squared"] == 1 + 0 + 1
+    assert stats["client_main_crashes_usage_hours"] == 1 * 2 + 0 + 0
+    assert stats["client_content_crashes_usage_hours"] == 1 * 2
+    assert len(stats) == 29
+
+
+@pytest.mark.parametrize("compact_every", [1, 3, 1_000_000])
+@pytest.mark.parametrize("per_batch", [1, 4, 1000])
+def test_compaction_and_batching_do_not_change_rows(compact_every: int, per_batch: int) -> None:
+    outcomes = [
+        _outcome(f"c{i % 5}" if i % 7 else None, (1.0, i / 10, 0.0, i % 3, 0.0, 0.0, 0.0, 0.0),
+                 key=(DAY.toordinal(), *([str(i % 2)] * len(rules.DIMENSIONS))))
+        for i in range(40)
+    ]
+    expected = _rows(outcomes)
+    got = _rows(outcomes, compact_every, per_batch)
+    assert len(got) == len(expected) == 2
+    for row, want in zip(got, expected, strict=True):
+        assert row == pytest.approx(want)
+    # per key: the 5 named clients, plus 3 pings without a client id, each its own client
+    assert [r["client_count"] for r in expected] == [8, 8]
+
+
+@settings(max_examples=50)
+@given(st.lists(st.tuples(st.sampled_from(["a", "b", "c", None]), st.integers(0, 3),
+                          st.floats(0, 25)), min_size=1, max_size=30))
+def test_client_stats_match_a_direct_computation(
+    pings: list[tuple[str | None, int, float]],
+) -> None:
+    outcomes = [_outcome(c, (1.0, hours, 0.0, float(n), 0.0, 0.0, 0.0, 0.0))
+                for c, n, hours in pings]
+    [stats] = _rows(outcomes, compact_every=2, per_batch=3)
+    per_client: dict[object, list[float]] = {}
+    for index, (client, n, hours) in enumerate(pings):
+        sums = per_client.setdefault(client if client is not None else index, [0.0, 0.0])
+        sums[0] += hours
+        sums[1] += n
+    assert stats["client_count"] == len(per_client)
+    assert stats["client_usage_hours_squared"] == pytest.approx(
+        sum(h * h for h, _ in per_client.values()))
+    assert stats["client_content_crashes_usage_hours"] == pytest.approx(
+        sum(h * n for h, n in per_client.values()))
+    assert stats["content_crashes_squared"] == sum(n * n for _, n, _ in pings)
+
+
+def test_duplicates_are_counted_and_first_copy_kept() -> None:
+    aggregator = DateAggregator()
+    for doc_id in ("x", "x", None, None, "y", "x"):
+        batch = DateBatch()
+        batch.add(_outcome("a", (1.0, 1.0, 0, 0, 0, 0, 0, 0), doc_id))
+        aggregator.add(batch.freeze())
+    [row] = aggregator.finish()
+    assert aggregator.counters[rules.DUPLICATES] == 2
+    assert aggregator.counters[rules.MAIN_PROCESSED] == 4
+    assert row.stats["ping_count"] == 4
+
+
+def test_client_hash_is_stable_and_never_zero() -> None:
+    assert client_hash(None) == 0
+    assert client_hash("a") == client_hash("a") != client_hash("b")
+    assert 0 < client_hash("a") < 2**63
