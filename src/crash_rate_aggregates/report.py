@@ -34,8 +34,8 @@ class ConsoleReporter:
 
     def reading(self, what: str, files: list[PingFile]) -> Progress:
         total = sum(f.size for f in files) or 1
-        state = {"bytes": 0, "lines": 0, "last": 0.0}
         started = time.monotonic()
+        state = {"bytes": 0, "lines": 0, "last": started}
         if not self.tty:
             self._say(f"{what}: reading {len(files)} files ({total / 1e6:.1f} MB)")
 

@@ -231,7 +231,9 @@ def _date_prefix(value: object, pattern: re.Pattern[str]) -> date | None:
 
 def clamp_activity_date(activity: date, submission: date) -> date:
     """Rule 5: activity dates are kept within the 7 days up to the submission date."""
-    return min(max(activity, submission - ACTIVITY_WINDOW), submission)
+    if submission.toordinal() > ACTIVITY_WINDOW.days:
+        activity = max(activity, submission - ACTIVITY_WINDOW)
+    return min(activity, submission)  # (in year 1's first week there is nothing to clamp to)
 
 
 def _count(histograms: object, name: str, key: str) -> float:
