@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gzip
-from collections.abc import Callable, Iterable
+import os
+import uuid
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -97,3 +99,31 @@ def make_store(tmp_path: Path) -> Callable[..., Path]:
         return root
 
     return make
+
+
+@pytest.fixture(scope="session")
+def pg_base_url() -> str:
+    """The PostgreSQL server scripts/check provides (a real one, never a mock)."""
+    url = os.environ.get("CRASH_AGGREGATES_TEST_PG_URL")
+    if not url:
+        if os.environ.get("CI"):
+            pytest.fail("CRASH_AGGREGATES_TEST_PG_URL is not set: run the tests with scripts/check")
+        pytest.skip("no PostgreSQL server: run the tests with scripts/check")
+    return url
+
+
+def with_search_path(url: str, schema: str) -> str:
+    return f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture
+def pg_url(pg_base_url: str) -> Iterator[str]:
+    """A URL whose tables live in a fresh schema of their own, dropped afterwards."""
+    import psycopg
+
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_base_url, autocommit=True) as connection:
+        connection.execute(f'CREATE SCHEMA "{schema}"')
+    yield with_search_path(pg_base_url, schema)
+    with psycopg.connect(pg_base_url, autocommit=True) as connection:
+        connection.execute(f'DROP SCHEMA "{schema}" CASCADE')

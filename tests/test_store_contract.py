@@ -20,8 +20,10 @@ DAY = date(2016, 3, 14)
 OTHER = date(2016, 3, 15)
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "postgres"])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "postgres":
+        return str(request.getfixturevalue("pg_url"))
     return f"sqlite:///{tmp_path / 'store.db'}"
 
 

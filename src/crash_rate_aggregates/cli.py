@@ -58,12 +58,18 @@ def date_range_options(func: F) -> F:
 def db_option(func: F) -> F:
     return click.option(
         "--db", "db_url", default=None, envvar="CRASH_AGGREGATES_DB", metavar="URL",
-        help="Output store: sqlite:///path.db (default ./crash_aggregates.db).")(func)
+        help="Output store: sqlite:///path.db (default ./crash_aggregates.db) or "
+             "postgresql://user@host/db (password from the URL, PGPASSWORD or ~/.pgpass).")(func)
 
 
-def _fail(message: str) -> None:
+def _fail(message: str, status: int = 2) -> None:
     click.echo(f"error: {message}", err=True)
-    sys.exit(2)
+    sys.exit(status)
+
+
+def _fail_on(exc: CrashAggregatesError) -> None:
+    """Usage errors exit 2, everything else (a store that is down...) 1."""
+    _fail(str(exc), 2 if isinstance(exc, UsageError) else 1)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -118,7 +124,7 @@ def fill(input_url: str, first: date | None, last: date | None, db_url: str | No
         )
         report = run_fill(settings, ConsoleReporter())
     except CrashAggregatesError as exc:
-        _fail(str(exc))
+        _fail_on(exc)
         return
     if report.failed:
         click.echo("failed dates: " + ", ".join(d.isoformat() for d in report.failed), err=True)
@@ -182,7 +188,7 @@ def demo(db_url: str | None, days: int, pings: int, workers: int | None) -> None
         with tempfile.TemporaryDirectory(prefix="crash-aggregates-demo-") as folder:
             text = run_demo(Path(folder), db_url, days, pings, workers or os.cpu_count() or 1)
     except CrashAggregatesError as exc:
-        _fail(str(exc))
+        _fail_on(exc)
         return
     click.echo(text)
 
@@ -190,8 +196,8 @@ def demo(db_url: str | None, days: int, pings: int, workers: int | None) -> None
 def main() -> None:
     try:
         cli(prog_name="crash-aggregates")
-    except UsageError as exc:
-        _fail(str(exc))
+    except CrashAggregatesError as exc:
+        _fail_on(exc)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ by the URL's scheme.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -98,10 +99,18 @@ def open_store(url: str | None) -> Store:
 
         return SqliteStore(url)
     if scheme in ("postgresql", "postgres"):
-        raise UsageError("PostgreSQL stores are not available in this version")
+        from .postgres import PostgresStore
+
+        return PostgresStore(url)
     raise UsageError(
-        f"unknown store URL {url!r}: use sqlite:///path.db or postgresql://user@host/db"
+        f"unknown store URL {redact(url)!r}: use sqlite:///path.db or postgresql://user@host/db"
     )
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced by ***."""
+    url = re.sub(r"(://[^:/@?#]*:)[^@/?#]*@", r"\1***@", url)
+    return re.sub(r"(?i)(password=)[^&\s]*", r"\1***", url)
 
 
 def row_sort_key(row: Aggregate) -> tuple[str, list[tuple[str, str]]]:

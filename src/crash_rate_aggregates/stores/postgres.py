@@ -1,0 +1,243 @@
+"""The PostgreSQL store: the seed's table, loaded with COPY, one transaction per date.
+
+Replacing a date takes a transaction-scoped advisory lock on that date, deletes its rows,
+COPYs the new ones and records the run, then commits: readers (MVCC) see the old rows or the
+new ones, never a mix; two runs of one date queue up instead of both inserting; a job killed
+mid-load leaves an aborted transaction, so the previous rows stay.
+
+Credentials come the libpq way: the URL, the PG* environment variables, ~/.pgpass. A password
+never reaches output: URLs are shown redacted and driver messages are scrubbed of it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import date, datetime
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import orjson
+
+from .. import rules
+from ..aggregation import Aggregate
+from ..errors import StoreError
+from .base import RUN_COLUMNS, RunRecord, redact, row_sort_key
+
+APPLICATION_NAME = "crash-aggregates"
+# Advisory lock keys: (namespace, item). The namespace is a fixed random-looking int32.
+_LOCK_NAMESPACE = 0x0C4A5E
+_SCHEMA_LOCK = -1
+_COPY_BLOCK = 1 << 20
+_COUNTER_COLUMNS = ",\n        ".join(
+    f"{name} bigint NOT NULL DEFAULT 0" for name in (*rules.COUNTERS, rules.UNDATED))
+
+#: Schema versions, applied in order, each once. Append; never edit a released step.
+MIGRATIONS: tuple[tuple[int, str], ...] = (
+    # IF NOT EXISTS: a database of the 2016 job, which has the same table, is adopted as is.
+    (1, f"""
+    CREATE TABLE IF NOT EXISTS crash_aggregates (
+        submission_date date NOT NULL,
+        activity_date date NOT NULL,
+        dimensions jsonb NOT NULL,
+        stats jsonb NOT NULL
+    );
+    -- One date is replaced and read at a time.
+    CREATE INDEX IF NOT EXISTS crash_aggregates_submission_date
+        ON crash_aggregates (submission_date);
+    -- Filters on any dimension: dimensions @> '{{"channel": "nightly"}}'.
+    CREATE INDEX IF NOT EXISTS crash_aggregates_dimensions ON crash_aggregates
+        USING gin (dimensions jsonb_path_ops);
+    CREATE TABLE IF NOT EXISTS crash_aggregates_runs (
+        run_id text NOT NULL,
+        submission_date date NOT NULL,
+        status text NOT NULL,
+        started_at timestamptz NOT NULL,
+        duration_seconds double precision NOT NULL,
+        rows_written bigint NOT NULL,
+        input_url text NOT NULL,
+        product_version text NOT NULL,
+        error text,
+        {_COUNTER_COLUMNS},
+        PRIMARY KEY (run_id, submission_date)
+    );
+    CREATE INDEX IF NOT EXISTS crash_aggregates_runs_date
+        ON crash_aggregates_runs (submission_date, started_at);
+    """),
+)
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
+def _password(url: str) -> str | None:
+    try:
+        found = urlsplit(url).password
+    except ValueError:
+        found = None
+    if found:
+        return unquote(found)
+    match = re.search(r"(?i)password=([^&\s]*)", url)
+    return unquote(match[1]) if match and match[1] else None
+
+
+def copy_line(day: str, row: Aggregate) -> bytes:
+    """One row in COPY's text format. orjson escapes every control character inside JSON
+    strings, so only backslashes need doubling."""
+    dims = orjson.dumps(row.dimensions, option=orjson.OPT_SORT_KEYS).replace(b"\\", b"\\\\")
+    stats = orjson.dumps(row.stats, option=orjson.OPT_SORT_KEYS)
+    return b"%s\t%s\t%s\t%s\n" % (day.encode(), row.activity_date.encode(), dims, stats)
+
+
+def copy_blocks(day: str, rows: Iterable[Aggregate]) -> Iterator[bytes]:
+    """The rows as COPY text, in blocks of about a megabyte."""
+    block: list[bytes] = []
+    size = 0
+    for row in rows:
+        line = copy_line(day, row)
+        block.append(line)
+        size += len(line)
+        if size >= _COPY_BLOCK:
+            yield b"".join(block)
+            block, size = [], 0
+    if block:
+        yield b"".join(block)
+
+
+class PostgresStore:
+    def __init__(self, url: str) -> None:
+        try:
+            import psycopg
+        except ImportError:
+            raise StoreError("PostgreSQL needs the postgres extra: "
+                             "pip install 'crash-rate-aggregates[postgres]'") from None
+        self._psycopg = psycopg
+        self.url = redact(url)
+        self._secrets = [s for s in (_password(url), os.environ.get("PGPASSWORD")) if s]
+        try:
+            # autocommit: every change happens inside an explicit transaction() block.
+            self.connection = psycopg.connect(
+                url, application_name=APPLICATION_NAME, connect_timeout=10, autocommit=True)
+            self.connection.execute("SET TIME ZONE 'UTC'")
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot connect to PostgreSQL at {self.url}: "
+                             f"{self._message(exc)}") from None
+        try:
+            self.ensure_schema()
+        except BaseException:
+            self.connection.close()
+            raise
+
+    def _message(self, exc: BaseException) -> str:
+        """The driver's message on one line, without the password."""
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    @contextmanager
+    def _transaction(self, doing: str) -> Iterator[Any]:
+        psycopg = self._psycopg
+        try:
+            with self.connection.transaction(), self.connection.cursor() as cursor:
+                yield cursor
+        except psycopg.Error as exc:
+            raise StoreError(f"PostgreSQL at {self.url}: cannot {doing}: "
+                             f"{self._message(exc)}") from None
+
+    def schema_version(self) -> int:
+        with self._transaction("read the schema version") as cursor:
+            cursor.execute("SELECT to_regclass('crash_aggregates_schema') IS NOT NULL")
+            if not cursor.fetchone()[0]:
+                return 0
+            cursor.execute("SELECT coalesce(max(version), 0) FROM crash_aggregates_schema")
+            version: int = cursor.fetchone()[0]
+            return version
+
+    def ensure_schema(self) -> None:
+        """Create or migrate the tables; safe to run from several jobs at once."""
+        with self._transaction("create the schema") as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)",
+                           (_LOCK_NAMESPACE, _SCHEMA_LOCK))
+            cursor.execute("""
+                CREATE TABLE IF NOT EXISTS crash_aggregates_schema (
+                    version integer PRIMARY KEY,
+                    applied_at timestamptz NOT NULL DEFAULT now()
+                )""")
+            cursor.execute("SELECT coalesce(max(version), 0) FROM crash_aggregates_schema")
+            current = cursor.fetchone()[0]
+            if current > SCHEMA_VERSION:
+                raise StoreError(f"the database at {self.url} has schema version {current}, "
+                                 f"newer than this release knows ({SCHEMA_VERSION}): upgrade")
+            for version, sql in MIGRATIONS:
+                if version > current:
+                    cursor.execute(sql)
+                    cursor.execute("INSERT INTO crash_aggregates_schema (version) VALUES (%s)",
+                                   (version,))
+
+    def replace_date(
+        self, submission_date: date, rows: Sequence[Aggregate], run: RunRecord
+    ) -> None:
+        day = submission_date.isoformat()
+        with self._transaction(f"replace {day}") as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)",
+                           (_LOCK_NAMESPACE, submission_date.toordinal()))
+            cursor.execute("DELETE FROM crash_aggregates WHERE submission_date = %s",
+                           (submission_date,))
+            with cursor.copy("COPY crash_aggregates (submission_date, activity_date, "
+                             "dimensions, stats) FROM STDIN") as copy:
+                for block in copy_blocks(day, rows):
+                    copy.write(block)
+            self._insert_run(cursor, run)
+
+    def record_run(self, run: RunRecord) -> None:
+        with self._transaction(f"record the run of {run.submission_date}") as cursor:
+            self._insert_run(cursor, run)
+
+    @staticmethod
+    def _insert_run(cursor: Any, run: RunRecord) -> None:
+        marks = ", ".join(["%s"] * len(RUN_COLUMNS))
+        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in RUN_COLUMNS[2:])
+        cursor.execute(
+            f"INSERT INTO crash_aggregates_runs ({', '.join(RUN_COLUMNS)}) VALUES ({marks}) "
+            f"ON CONFLICT (run_id, submission_date) DO UPDATE SET {updates}", run.values())
+
+    def read_rows(self, submission_date: date | None = None) -> list[tuple[str, Aggregate]]:
+        sql = "SELECT submission_date, activity_date, dimensions, stats FROM crash_aggregates"
+        args: tuple[date, ...] = ()
+        if submission_date is not None:
+            sql += " WHERE submission_date = %s"
+            args = (submission_date,)
+        with self._transaction("read rows") as cursor:
+            cursor.execute(sql, args)
+            found = cursor.fetchall()
+        rows = [(day.isoformat(), Aggregate(activity.isoformat(), dims,
+                                            {k: float(v) for k, v in stats.items()}))
+                for day, activity, dims, stats in found]
+        rows.sort(key=lambda pair: (pair[0], row_sort_key(pair[1])))
+        return rows
+
+    def read_runs(self, submission_date: date | None = None) -> list[dict[str, Any]]:
+        sql = f"SELECT {', '.join(RUN_COLUMNS)} FROM crash_aggregates_runs"
+        args: tuple[date, ...] = ()
+        if submission_date is not None:
+            sql += " WHERE submission_date = %s"
+            args = (submission_date,)
+        sql += " ORDER BY started_at, run_id, submission_date"
+        with self._transaction("read runs") as cursor:
+            cursor.execute(sql, args)
+            found = cursor.fetchall()
+        return [{name: _plain(value) for name, value in zip(RUN_COLUMNS, values, strict=True)}
+                for values in found]
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+def _plain(value: object) -> object:
+    """Dates and times as ISO text, as the SQLite store returns them."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
