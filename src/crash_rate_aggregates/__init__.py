@@ -1,10 +1,7 @@
 """Daily crash-rate aggregates from browser telemetry pings."""
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("crash-rate-aggregates")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.0.0+unknown"
+# The one place the version is written (pyproject.toml reads it from here): cheaper at start-up
+# than asking importlib.metadata, which every run would pay for.
+__version__ = "0.1.0"
 
 __all__ = ["__version__"]

@@ -10,7 +10,9 @@ file never changes a row. With one worker everything runs in the calling process
 from __future__ import annotations
 
 import multiprocessing
+import os
 import queue
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -74,12 +76,15 @@ def scan_file(store: PingStore, file: PingFile, spec: ScanSpec) -> Iterator[Chun
     undated = lines = records = 0
     position = reported = 0
     for line, position in iter_lines(store, file):
-        if not line or line.isspace():
+        if not line:
             continue
-        lines += 1
         outcome = evaluate(line, spec.layout_date, spec.wanted, spec.sample_below, spec.dedupe)
         if outcome is None:
+            lines += 1
             continue
+        if outcome.counter == rules.MALFORMED_LINES and not bytes(line).strip():
+            continue  # a blank line (spaces, a lone carriage return) is no ping at all
+        lines += 1
         day = outcome.submission_date
         if day is None:
             undated += 1
@@ -171,8 +176,10 @@ def _worker(store_url: str, spec: ScanSpec, tasks: Any, results: Any) -> None:
 def _parallel_chunks(
     store_url: str, files: Sequence[PingFile], spec: ScanSpec, workers: int
 ) -> Iterator[Chunk]:
-    # spawn, not fork: forking a process that may hold threads (progress, drivers) is unsafe.
-    context = multiprocessing.get_context("spawn")
+    # fork starts a worker at once, without importing anything again; but forking a process
+    # that runs threads (a driver's, a test runner's) is unsafe, so then spawn.
+    forkable = threading.active_count() == 1 and os.name == "posix"
+    context: Any = multiprocessing.get_context("fork" if forkable else "spawn")
     tasks = context.Queue()
     results = context.Queue(maxsize=4 * workers)
     # Largest files first, so one big file does not start last and run alone.
