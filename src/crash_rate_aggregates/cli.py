@@ -99,8 +99,14 @@ def cli() -> None:
 @click.option("--layout", type=click.Choice(["auto", "partitioned", "flat"]), default="auto",
               show_default=True, help="Ping store layout (auto: partitioned when date "
               "folders exist).")
+@click.option("--engine", type=click.Choice(["local", "spark"]), default="local",
+              show_default=True, help="local: worker processes on this machine; spark: a "
+              "SparkSession (needs the spark extra).")
+@click.option("--spark-master", default=None, metavar="URL",
+              help="Spark master (default: spark-submit's, else local[*]).")
 def fill(input_url: str, first: date | None, last: date | None, db_url: str | None,
-         workers: int | None, no_dedupe: bool, sample_fraction: float, layout: str) -> None:
+         workers: int | None, no_dedupe: bool, sample_fraction: float, layout: str,
+         engine: str, spark_master: str | None) -> None:
     """Aggregate the pings of each submission date and replace its rows.
 
     Each date is written in one transaction, or not at all; the date's summary line lists its
@@ -121,6 +127,7 @@ def fill(input_url: str, first: date | None, last: date | None, db_url: str | No
             input_url=input_url, first=first, last=last, db_url=db_url,
             workers=workers or os.cpu_count() or 1, dedupe=not no_dedupe,
             sample_fraction=sample_fraction, layout=layout,  # type: ignore[arg-type]
+            engine=engine, spark_master=spark_master,  # type: ignore[arg-type]
         )
         report = run_fill(settings, ConsoleReporter())
     except CrashAggregatesError as exc:

@@ -7,14 +7,16 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from . import __version__, rules
-from .aggregation import DateAggregator
+from .aggregation import Aggregate
 from .engines.local import Progress, ScanSpec, scan
 from .errors import CrashAggregatesError, UsageError
 from .sources import PingFile, PingStore
 from .stores.base import RunRecord, Store, open_store
+
+DateRows = dict[date, tuple[list[Aggregate], dict[str, int]]]
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,8 @@ class FillSettings:
     dedupe: bool = True
     sample_fraction: float = 1.0
     layout: Literal["auto", "partitioned", "flat"] = "auto"
+    engine: Literal["local", "spark"] = "local"
+    spark_master: str | None = None
 
     def __post_init__(self) -> None:
         if self.first > self.last:
@@ -107,6 +111,21 @@ class _Job:
 
     def __post_init__(self) -> None:
         self.report = FillReport(new_run_id(datetime.now(UTC)))
+        self._spark: Any = None
+
+    def _aggregate(self, pings: PingStore, files: list[PingFile], spec: ScanSpec,
+                   progress: Progress) -> tuple[DateRows, int]:
+        """Per date: rows and counters; and the run's undated lines, from either engine."""
+        if self.settings.engine == "spark":
+            from .engines.spark import scan_spark, spark_session
+
+            if self._spark is None:
+                self._spark = spark_session(self.settings.spark_master)
+            return scan_spark(self._spark, pings.url, files, spec)
+        result = scan(pings, files, spec, self.settings.workers, progress)
+        rows = {day: (aggregator.finish(), dict(aggregator.counters))
+                for day, aggregator in result.aggregators.items()}
+        return rows, result.undated
 
     def run(self) -> FillReport:
         days = list(self.settings.dates())
@@ -139,8 +158,8 @@ class _Job:
                 raise CrashAggregatesError(
                     f"no ping files for {day} in {self.settings.input_url}")
             progress = self.say.reading(day.isoformat(), files)
-            result = scan(pings, files, self._spec(day, [day]), self.settings.workers, progress)
-            self._write(day, result.aggregators[day], started, clock, 0)
+            per_date, _ = self._aggregate(pings, files, self._spec(day, [day]), progress)
+            self._write(day, *per_date[day], started, clock, 0)
         except CrashAggregatesError as exc:
             self._failed(day, started, clock, str(exc))
 
@@ -151,21 +170,19 @@ class _Job:
             if not files:
                 raise CrashAggregatesError(f"no ping files in {self.settings.input_url}")
             progress = self.say.reading(f"{days[0]} to {days[-1]}", files)
-            result = scan(pings, files, self._spec(None, days), self.settings.workers, progress)
+            per_date, undated = self._aggregate(pings, files, self._spec(None, days), progress)
         except CrashAggregatesError as exc:
             for day in days:
                 self._failed(day, started, clock, str(exc))
             return
         for day in days:
             try:
-                self._write(day, result.aggregators[day], started, clock, result.undated)
+                self._write(day, *per_date[day], started, clock, undated)
             except CrashAggregatesError as exc:
-                self._failed(day, started, clock, str(exc), result.undated)
+                self._failed(day, started, clock, str(exc), undated)
 
-    def _write(self, day: date, aggregator: DateAggregator, started: datetime, clock: float,
-               undated: int) -> None:
-        rows = aggregator.finish()
-        counters = dict(aggregator.counters)
+    def _write(self, day: date, rows: list[Aggregate], counters: dict[str, int],
+               started: datetime, clock: float, undated: int) -> None:
         seconds = time.monotonic() - clock
         run = RunRecord(self.report.run_id, day, "completed", started, seconds, len(rows),
                         self.settings.input_url, __version__, counters, undated)

@@ -69,22 +69,30 @@ class Progress:
             self.callback(bytes_read, lines)
 
 
-def scan_file(store: PingStore, file: PingFile, spec: ScanSpec) -> Iterator[Chunk]:
-    """Apply the rules to every line of one file, in chunks."""
+def file_outcomes(store: PingStore, file: PingFile, spec: ScanSpec
+                  ) -> Iterator[tuple[int, int, rules.Outcome | None]]:
+    """(line number, compressed bytes read, outcome) for every non-blank line of a file; the
+    outcome is None for a ping of a date not asked for. Both engines read files through this."""
     evaluate = rules.evaluate_line
-    batches: dict[date, DateBatch] = {}
-    undated = lines = records = 0
-    position = reported = 0
-    for line, position in iter_lines(store, file):
+    for number, (line, position) in enumerate(iter_lines(store, file)):
         if not line:
             continue
         outcome = evaluate(line, spec.layout_date, spec.wanted, spec.sample_below, spec.dedupe)
-        if outcome is None:
-            lines += 1
-            continue
-        if outcome.counter == rules.MALFORMED_LINES and not bytes(line).strip():
+        if outcome is not None and outcome.counter == rules.MALFORMED_LINES \
+                and not bytes(line).strip():
             continue  # a blank line (spaces, a lone carriage return) is no ping at all
+        yield number, position, outcome
+
+
+def scan_file(store: PingStore, file: PingFile, spec: ScanSpec) -> Iterator[Chunk]:
+    """Apply the rules to every line of one file, in chunks."""
+    batches: dict[date, DateBatch] = {}
+    undated = lines = records = 0
+    position = reported = 0
+    for _, position, outcome in file_outcomes(store, file, spec):
         lines += 1
+        if outcome is None:
+            continue
         day = outcome.submission_date
         if day is None:
             undated += 1

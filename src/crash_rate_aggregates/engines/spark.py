@@ -1,0 +1,184 @@
+"""The Spark engine: the same rules and the same rows, spread over a SparkSession.
+
+The driver lists the day's files (as the local engine does) and makes one task per file.
+Each task reads its file's bytes with `sources.iter_lines` and applies `rules.evaluate_line`:
+the one rules module, shipped to the executors with the package, never rewritten as Spark
+expressions. Bytes, not Spark's text reader, because the text reader decodes lines as UTF-8 and
+silently replaces invalid bytes, which would turn malformed lines into pings.
+
+Then, in one Spark job of three reduces, without collecting pings to the driver:
+
+1. dedupe: pings with a document id are reduced by (date, id) to the copy read first (lowest
+   file index, then line number: the order the local engine reads them in with one worker),
+   counting the copies; counters of lines that were final where they were read ride along;
+2. kept pings become counts of their kind, and processed ones their measures and squares,
+   summed per (date, key, client);
+3. each client's sums become its share of the 29 stats, summed per (date, key). Only those
+   aggregates and the counters reach the driver.
+
+Shuffles carry ~100 bytes a ping (hashes, key, 8 measures), against ~100 KB of JSON read.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from datetime import date
+from typing import Any
+
+from .. import rules
+from ..aggregation import Aggregate, client_hash, hash64
+from ..errors import InputError, UsageError
+from ..sources import PingFile, PingStore
+from .local import ScanSpec, file_outcomes
+
+DateRows = dict[date, tuple[list[Aggregate], dict[str, int]]]
+_N = len(rules.MEASURES)
+_KINDS = (rules.MAIN_PROCESSED, rules.MAIN_IGNORED, rules.CRASH_PROCESSED, rules.CRASH_IGNORED)
+
+
+def spark_session(master: str | None = None) -> Any:
+    """The active session (spark-submit's), else a new one: `master`, default local[*], UTC."""
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError:
+        raise UsageError("the Spark engine needs the spark extra: "
+                         "pip install 'crash-rate-aggregates[spark]'") from None
+    active = SparkSession.getActiveSession()
+    if active is not None and master is None:
+        return active
+    # Local Python workers run this interpreter, the one that has the package installed.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    builder = SparkSession.builder.appName("crash-aggregates")
+    # Under spark-submit (which starts the JVM and says so in PYSPARK_GATEWAY_PORT) the master
+    # comes from its --master and configuration; run by hand, the default is a local session.
+    if master is not None or "PYSPARK_GATEWAY_PORT" not in os.environ:
+        builder = builder.master(master or "local[*]")
+    session = (builder.config("spark.sql.session.timeZone", "UTC")
+               .config("spark.ui.showConsoleProgress", "false")
+               .getOrCreate())
+    session.sparkContext.setLogLevel("ERROR")
+    return session
+
+
+def _read_file(store_url: str, spec: ScanSpec, indexed: Iterable[tuple[int, PingFile]]
+               ) -> Iterator[tuple[tuple[Any, ...], Any]]:
+    """One task, as (key, value) pairs for one reduce:
+
+    - (("count", date, counter), n) for lines whose counter is final where they are read;
+    - (("id", date, id hash), (record, 1)) for pings with a document id (to dedupe);
+    - (("once", date, order), (record, 1)) for pings without one.
+
+    A record is (date ordinal, order, kind, key, client, measures); `order` is (file index, line
+    number), the order in which the local engine reads lines with one worker.
+    """
+    store = PingStore(store_url)
+    counts: Counter[tuple[int | None, str]] = Counter()
+    for file_index, file in indexed:
+        for line_number, _, outcome in file_outcomes(store, file, spec):
+            if outcome is None:
+                continue
+            day = outcome.submission_date
+            if day is None or outcome.counter not in _KINDS:
+                counts[(day.toordinal() if day else None, outcome.counter)] += 1
+                continue
+            order = (file_index, line_number)
+            client = client_hash(outcome.client_id) if outcome.key is not None else 0
+            record = (day.toordinal(), order, _KINDS.index(outcome.counter), outcome.key,
+                      client if client else order,  # no client id: a client of its own
+                      outcome.measures)
+            if outcome.doc_id is None:
+                yield ("once", day.toordinal(), order), (record, 1)
+            else:
+                yield ("id", day.toordinal(), hash64(outcome.doc_id)), (record, 1)
+    for (day_ordinal, counter), count in counts.items():
+        yield ("count", day_ordinal, counter), count
+
+
+def _first_read(a: Any, b: Any) -> Any:
+    """Counts add up; of two copies of a ping, the one read first is kept."""
+    if isinstance(a, int):
+        return a + b
+    keep = a[0] if a[0][1] <= b[0][1] else b[0]
+    return keep, a[1] + b[1]
+
+
+def _after_dedupe(item: tuple[tuple[Any, ...], Any]) -> Iterator[tuple[tuple[Any, ...], Any]]:
+    """Counts go on; a kept ping becomes its kind's count, the count of its extra copies, and
+    (processed pings) its measures and squares under (date, key, client)."""
+    key, value = item
+    if key[0] == "count":
+        yield key, value
+        return
+    (day, _, kind, agg_key, client, measures), copies = value
+    yield ("count", day, _KINDS[kind]), 1
+    if copies > 1:
+        yield ("count", day, rules.DUPLICATES), copies - 1
+    if agg_key is not None:
+        yield ("client", day, agg_key, client), (*measures, *(m * m for m in measures[1:]))
+
+
+def _sum(a: Any, b: Any) -> Any:
+    if isinstance(a, int):
+        return a + b
+    return tuple(x + y for x, y in zip(a, b, strict=True))
+
+
+def _client_to_key(item: tuple[tuple[Any, ...], Any]) -> tuple[tuple[Any, ...], Any]:
+    """A client's sums within an aggregate become its share of the aggregate's 29 stats."""
+    key, sums = item
+    if key[0] == "count":
+        return key, sums
+    _, day, agg_key, _ = key
+    usage = sums[1]
+    return ("stats", day, agg_key), (*sums, 1.0, *(s * s for s in sums[1:_N]),
+                                     *(c * usage for c in sums[2:_N]))
+
+
+def scan_spark(spark: Any, store_url: str, files: list[PingFile], spec: ScanSpec
+               ) -> tuple[DateRows, int]:
+    """Per date: its aggregates and counters; and the run's undated lines."""
+    try:
+        return _scan(spark, store_url, files, spec)
+    except Exception as exc:  # a task's InputError arrives wrapped in a Java exception
+        found = re.search(r"crash_rate_aggregates\.errors\.\w+: (.*)", str(exc))
+        if found is None:
+            raise
+        raise InputError(found[1].strip()) from None
+
+
+def _scan(spark: Any, store_url: str, files: list[PingFile], spec: ScanSpec
+          ) -> tuple[DateRows, int]:
+    # One job, three reduces: dedupe (and counts), per client, per aggregate. Fewer, larger
+    # stages: Spark's cost here is per task, not per record.
+    context = spark.sparkContext
+    partitions = max(1, context.defaultParallelism)
+    results = (context.parallelize(list(enumerate(files)), max(1, len(files)))
+               .mapPartitions(lambda part: _read_file(store_url, spec, part))
+               .reduceByKey(_first_read, partitions)
+               .flatMap(_after_dedupe)
+               .reduceByKey(_sum, partitions)
+               .map(_client_to_key)
+               .reduceByKey(_sum, partitions)
+               .collect())
+    counts = {(key[1], key[2]): value for key, value in results if key[0] == "count"}
+    totals = [((key[1], key[2]), value) for key, value in results if key[0] == "stats"]
+
+    wanted = [spec.layout_date] if spec.layout_date is not None else sorted(spec.wanted)
+    out: DateRows = {day: ([], {name: 0 for name in rules.COUNTERS}) for day in wanted}
+    for (day_ordinal, key), values in totals:
+        activity, dims = rules.key_to_row(key)
+        rows = out[date.fromordinal(day_ordinal)][0]
+        rows.append(Aggregate(activity, dims, dict(zip(rules.STATS, values, strict=True))))
+    undated = 0
+    for (day_ordinal, counter), count in counts.items():
+        if day_ordinal is None:
+            undated += count
+        else:
+            out[date.fromordinal(day_ordinal)][1][counter] += count
+    for rows, _ in out.values():
+        rows.sort(key=lambda row: (row.activity_date, sorted(row.dimensions.items())))
+    return out, undated

@@ -1,0 +1,125 @@
+"""The Spark engine gives the local engine's rows and counters, on a real local SparkSession."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import write_ping_file
+from crash_rate_aggregates import rules
+from crash_rate_aggregates.errors import InputError, UsageError
+from crash_rate_aggregates.fill import FillSettings, fill
+from crash_rate_aggregates.stores.base import open_store
+from crash_rate_aggregates.synth import generate_store
+from test_invariants import JUNK, lines_for
+
+pytest.importorskip("pyspark")
+REFERENCE = Path(__file__).parent / "data" / "reference"
+
+
+@pytest.fixture(scope="session")
+def spark() -> Iterator[Any]:
+    from crash_rate_aggregates.engines.spark import spark_session
+
+    session = spark_session("local[2]")
+    assert session.conf.get("spark.sql.session.timeZone") == "UTC"
+    yield session
+    session.stop()
+
+
+def both_engines(spark: Any, store: Path, first: date, last: date, tmp_path: Path,
+                 **options: Any) -> tuple[Any, Any]:
+    """(rows, runs) of each engine for the same store and dates."""
+    out = []
+    for engine in ("local", "spark"):
+        url = f"sqlite:///{tmp_path / f'{engine}.db'}"
+        report = fill(FillSettings(str(store), first, last, url, workers=2,
+                                   engine=engine, **options))  # type: ignore[arg-type]
+        assert not report.failed, report
+        db = open_store(url)
+        runs = [{k: run[k] for k in (*rules.COUNTERS, rules.UNDATED, "rows_written")}
+                for run in db.read_runs()]
+        out.append((db.read_rows(), runs))
+        db.close()
+    return out[0], out[1]
+
+
+def assert_same(local: Any, spark: Any) -> None:
+    (local_rows, local_runs), (spark_rows, spark_runs) = local, spark
+    assert spark_runs == local_runs
+    assert [(d, r.activity_date, r.dimensions) for d, r in spark_rows] == [
+        (d, r.activity_date, r.dimensions) for d, r in local_rows]
+    for (_, left), (_, right) in zip(spark_rows, local_rows, strict=True):
+        assert left.stats == pytest.approx(right.stats, rel=1e-9)
+
+
+def test_conformance_corpus_partitioned(spark: Any, tmp_path: Path) -> None:
+    day = tmp_path / "pings" / "submission_date=2016-03-14"
+    real = []  # the real pings, one a line, with the meta the pipeline adds
+    for path in sorted(REFERENCE.glob("*.json")):
+        ping = json.loads(path.read_text())
+        if isinstance(ping, dict) and ping:
+            ping["meta"] = {"submissionDate": "20160314", "geoCountry": "DE"}
+            # dates moved into the week before the submission date, so they are processed
+            info = ping.get("payload", {}).get("info", {})
+            if "subsessionStartDate" in info:
+                info["subsessionStartDate"] = "2016-03-12T00:00:00.0+01:00"
+            if "crashDate" in ping.get("payload", {}):
+                ping["payload"]["crashDate"] = "2016-03-13"
+                ping["payload"].pop("processType", None)
+        real.append(ping)
+    write_ping_file(day / "real.json", real)
+    write_ping_file(day / "rules.jsonl.gz", lines_for(list(range(41)) * 2 + [-1, -3, -5]))
+    local, on_spark = both_engines(spark, tmp_path / "pings", date(2016, 3, 14),
+                                   date(2016, 3, 14), tmp_path)
+    counters = local[1][0]
+    assert counters[rules.DUPLICATES] > 0 and counters[rules.MALFORMED_LINES] > 0
+    assert counters[rules.CRASH_PROCESSED] >= 5 and counters[rules.MAIN_PROCESSED] >= 7
+    assert_same(local, on_spark)
+
+
+def test_conformance_corpus_flat_with_undated(spark: Any, tmp_path: Path) -> None:
+    root = tmp_path / "flat"
+    numbers = list(range(41)) + list(range(0, 41, 3)) + [-1, -2, -3, -4]
+    write_ping_file(root / "a.jsonl", lines_for(numbers[::2]))
+    write_ping_file(root / "b.ndjson.zst", lines_for(numbers[1::2]) + JUNK)
+    local, on_spark = both_engines(spark, root, date(2016, 3, 14), date(2016, 3, 15), tmp_path)
+    assert local[1][0][rules.UNDATED] > 0
+    assert_same(local, on_spark)
+
+
+def test_generated_multi_day_store(spark: Any, tmp_path: Path) -> None:
+    generate_store(tmp_path / "pings", date(2016, 3, 12), date(2016, 3, 14), 800,
+                   layout="flat", heavy=False, files_per_day=3)
+    local, on_spark = both_engines(spark, tmp_path / "pings", date(2016, 3, 12),
+                                   date(2016, 3, 14), tmp_path, sample_fraction=0.5)
+    assert len(local[0]) > 100
+    assert_same(local, on_spark)
+
+
+def test_unreadable_file_fails_the_date_naming_it(spark: Any, tmp_path: Path) -> None:
+    from crash_rate_aggregates.engines.local import ScanSpec
+    from crash_rate_aggregates.engines.spark import scan_spark
+    from crash_rate_aggregates.sources import PingStore
+
+    folder = tmp_path / "pings" / "submission_date=2016-03-14"
+    write_ping_file(folder / "good.json", lines_for([1, 2, 3]))
+    (folder / "bad.json.gz").write_bytes(b"not gzip at all")
+    store = PingStore(str(tmp_path / "pings"))
+    day = date(2016, 3, 14)
+    with pytest.raises(InputError, match=r"bad\.json\.gz: cannot read or inflate"):
+        scan_spark(spark, store.url, store.files_for_date(day), ScanSpec(day, frozenset([day])))
+
+
+def test_missing_pyspark_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from crash_rate_aggregates.engines.spark import spark_session
+
+    monkeypatch.setitem(sys.modules, "pyspark.sql", None)
+    with pytest.raises(UsageError, match=r"pip install 'crash-rate-aggregates\[spark\]'"):
+        spark_session()
