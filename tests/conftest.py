@@ -127,3 +127,11 @@ def pg_url(pg_base_url: str) -> Iterator[str]:
     yield with_search_path(pg_base_url, schema)
     with psycopg.connect(pg_base_url, autocommit=True) as connection:
         connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def assert_same_rows(left: list[Any], right: list[Any]) -> None:
+    """Two stores' (submission date, aggregate) lists: keys exactly, stats within 1e-9."""
+    assert [(d, r.activity_date, r.dimensions) for d, r in left] == [
+        (d, r.activity_date, r.dimensions) for d, r in right]
+    for (_, a), (_, b) in zip(left, right, strict=True):
+        assert a.stats == pytest.approx(b.stats, rel=1e-9)

@@ -15,7 +15,8 @@ from crash_rate_aggregates.fill import FillSettings, fill
 from crash_rate_aggregates.synth import generate_store
 
 README = Path(__file__).parents[1] / "README.md"
-QUERIES = re.findall(r"```sql\n(.*?)```", README.read_text(), re.DOTALL)
+QUERIES = [q for q in re.findall(r"```sql\n(.*?)```", README.read_text(), re.DOTALL)
+           if not q.startswith("-- DuckDB")]  # those run in test_parquet.py
 
 
 @pytest.fixture(scope="module")

@@ -90,6 +90,9 @@ def cli() -> None:
               help="Ping store: a folder or URL (file://, s3://, ...).")
 @date_range_options
 @db_option
+@click.option("--parquet", "parquet_url", default=None, metavar="URL",
+              help="Also (or only, without --db) write Parquet partitions under "
+              "URL/crash_aggregates/v1/ (a folder, s3://, gs://, az://).")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Worker processes reading files (default: the CPU count).")
 @click.option("--no-dedupe", is_flag=True, help="Keep pings whose document id was seen.")
@@ -105,8 +108,8 @@ def cli() -> None:
 @click.option("--spark-master", default=None, metavar="URL",
               help="Spark master (default: spark-submit's, else local[*]).")
 def fill(input_url: str, first: date | None, last: date | None, db_url: str | None,
-         workers: int | None, no_dedupe: bool, sample_fraction: float, layout: str,
-         engine: str, spark_master: str | None) -> None:
+         parquet_url: str | None, workers: int | None, no_dedupe: bool,
+         sample_fraction: float, layout: str, engine: str, spark_master: str | None) -> None:
     """Aggregate the pings of each submission date and replace its rows.
 
     Each date is written in one transaction, or not at all; the date's summary line lists its
@@ -125,6 +128,7 @@ def fill(input_url: str, first: date | None, last: date | None, db_url: str | No
     try:
         settings = FillSettings(
             input_url=input_url, first=first, last=last, db_url=db_url,
+            parquet_url=parquet_url,
             workers=workers or os.cpu_count() or 1, dedupe=not no_dedupe,
             sample_fraction=sample_fraction, layout=layout,  # type: ignore[arg-type]
             engine=engine, spark_master=spark_master,  # type: ignore[arg-type]

@@ -37,7 +37,7 @@ def run_demo(folder: Path, db_url: str | None, days: int, pings: int, workers: i
     first = last - timedelta(days=days - 1)
     summary = generate_store(folder / "pings", first, last, pings, seed=2016, heavy=False)
     print(f"generated {summary.pings:,} pings for {first} to {last} in {summary.out_dir}")
-    settings = FillSettings(str(folder / "pings"), first, last, db_url, workers)
+    settings = FillSettings(str(folder / "pings"), first, last, db_url=db_url, workers=workers)
     report = fill(settings, ConsoleReporter())
     if report.failed:
         from .errors import CrashAggregatesError

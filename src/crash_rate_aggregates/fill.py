@@ -25,6 +25,7 @@ class FillSettings:
     first: date
     last: date
     db_url: str | None = None
+    parquet_url: str | None = None
     workers: int = 1
     dedupe: bool = True
     sample_fraction: float = 1.0
@@ -93,20 +94,38 @@ def new_run_id(now: datetime) -> str:
     return f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
 
 
+def open_stores(settings: FillSettings) -> list[Store]:
+    """--db, --parquet, both; or the default SQLite file when neither is given."""
+    stores: list[Store] = []
+    try:
+        if settings.db_url or not settings.parquet_url:
+            stores.append(open_store(settings.db_url))
+        if settings.parquet_url:
+            from .stores.parquet import ParquetStore
+
+            stores.append(ParquetStore(settings.parquet_url))
+    except BaseException:
+        for store in stores:
+            store.close()
+        raise
+    return stores
+
+
 def fill(settings: FillSettings, reporter: Reporter | None = None) -> FillReport:
     """Run the job for every date of `settings`; a failed date never stops the others."""
     say = reporter or SilentReporter()
-    store = open_store(settings.db_url)
+    stores = open_stores(settings)
     try:
-        return _Job(settings, store, say).run()
+        return _Job(settings, stores, say).run()
     finally:
-        store.close()
+        for store in stores:
+            store.close()
 
 
 @dataclass
 class _Job:
     settings: FillSettings
-    store: Store
+    stores: list[Store]
     say: Reporter
 
     def __post_init__(self) -> None:
@@ -186,7 +205,8 @@ class _Job:
         seconds = time.monotonic() - clock
         run = RunRecord(self.report.run_id, day, "completed", started, seconds, len(rows),
                         self.settings.input_url, __version__, counters, undated)
-        self.store.replace_date(day, rows, run)
+        for store in self.stores:  # each store all or nothing; the database first
+            store.replace_date(day, rows, run)
         self._done(DateReport(day, "completed", counters, len(rows), seconds, None, undated))
 
     def _failed(self, day: date, started: datetime, clock: float, error: str,
@@ -195,10 +215,11 @@ class _Job:
         counters = {name: 0 for name in rules.COUNTERS}
         run = RunRecord(self.report.run_id, day, "failed", started, seconds, 0,
                         self.settings.input_url, __version__, counters, undated, error)
-        try:
-            self.store.record_run(run)
-        except CrashAggregatesError:
-            pass  # the failure is reported below all the same; the date's rows are untouched
+        for store in self.stores:
+            try:
+                store.record_run(run)
+            except CrashAggregatesError:
+                pass  # the failure is reported below all the same; the rows are untouched
         self._done(DateReport(day, "failed", counters, 0, seconds, error, undated))
 
     def _done(self, report: DateReport) -> None:

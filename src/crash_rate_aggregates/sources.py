@@ -32,17 +32,34 @@ class PingFile:
     size: int  # bytes on storage (compressed)
 
 
+#: The extra that brings each object store's fsspec implementation.
+_EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "az": "azure", "abfs": "azure",
+           "abfss": "azure", "adl": "azure"}
+
+
+def filesystem(url: str, error: type[Exception]) -> tuple[Any, str]:
+    """The fsspec filesystem and path of a URL or local path. Credentials are each
+    filesystem's own (AWS_* variables and profiles, GOOGLE_APPLICATION_CREDENTIALS, AZURE_*);
+    FSSPEC_<PROTOCOL>_<OPTION> variables set options such as FSSPEC_S3_ENDPOINT_URL."""
+    import fsspec
+
+    try:
+        return fsspec.core.url_to_fs(url)  # type: ignore[no-any-return]
+    except ImportError:
+        scheme = url.split("://", 1)[0].lower()
+        extra = _EXTRAS.get(scheme)
+        hint = f"pip install 'crash-rate-aggregates[{extra}]'" if extra else "an fsspec package"
+        raise error(f"{scheme}:// URLs need {hint}") from None
+    except ValueError as exc:
+        raise error(f"cannot open {url}: {exc}") from None
+
+
 class PingStore:
     """A ping store at a URL or local path."""
 
     def __init__(self, url: str) -> None:
-        import fsspec
-
         self.url = url
-        try:
-            self.fs, self.root = fsspec.core.url_to_fs(url)
-        except (ImportError, ValueError) as exc:
-            raise InputError(f"cannot open ping store {url}: {exc}") from None
+        self.fs, self.root = filesystem(url, InputError)
         self.root = self.root.rstrip("/") or "/"
         try:
             is_dir = self.fs.isdir(self.root)
