@@ -153,7 +153,7 @@ def test_usage_errors_are_one_line(tmp_path: Path) -> None:
     code, _, err = run("fill", "--input", str(tmp_path), "--from", "2016-13-01")
     assert code == 2 and "is not a date" in err
     code, _, err = run("fill", "--input", str(tmp_path), "--db", "oracle://x")
-    assert code == 2 and err.startswith("error: unknown store URL")
+    assert code == 2 and err.startswith("error: bad value for db from --db: 'oracle://x'")
 
 
 def test_no_dedupe_and_sample_fraction(make_store: StoreMaker, tmp_path: Path) -> None:

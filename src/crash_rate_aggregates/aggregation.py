@@ -21,6 +21,11 @@ import numpy as np
 import numpy.typing as npt
 
 from . import rules
+from .errors import CrashAggregatesError
+
+
+class TooManyAggregates(CrashAggregatesError):
+    """A date has more distinct aggregates than allowed: the cardinality guard."""
 
 U64 = npt.NDArray[np.uint64]
 F64 = npt.NDArray[np.float64]
@@ -177,13 +182,17 @@ class Aggregate:
 class DateAggregator:
     """Folds the batches of one submission date into aggregates and counters."""
 
-    def __init__(self, dedupe: bool = True, compact_every: int = 1_000_000) -> None:
+    def __init__(self, dedupe: bool = True, compact_every: int = 1_000_000,
+                 max_aggregates: int = 2_000_000, day: object = None) -> None:
         self.counters: Counter[str] = Counter({name: 0 for name in rules.COUNTERS})
         self._ids: IdSet | None = IdSet() if dedupe else None
         self._key_ids: dict[rules.Key, int] = {}
         self._keys: list[rules.Key] = []
         self._anonymous = 0
         self._compact_every = compact_every
+        self._max_aggregates = max_aggregates
+        self._day = day
+        self.notes: list[str] = []  # what went wrong on the way: skipped corrupt files
         self._pending: list[tuple[I64, U64, F64]] = []
         self._pending_rows = 0
         # (key id, client) partial sums: the 8 measures then 7 per-ping squares.
@@ -228,9 +237,20 @@ class DateAggregator:
     def _key_id(self, key: rules.Key) -> int:
         found = self._key_ids.get(key)
         if found is None:
+            if len(self._keys) >= self._max_aggregates:
+                raise TooManyAggregates(self._too_many())
             found = self._key_ids[key] = len(self._keys)
             self._keys.append(key)
         return found
+
+    def _too_many(self) -> str:
+        """Which dimension blew up: garbage values are what usually does it."""
+        distinct = [len({key[i + 1] for key in self._keys}) for i in range(len(rules.DIMENSIONS))]
+        worst = max(range(len(distinct)), key=distinct.__getitem__)
+        where = f"{self._day}: " if self._day is not None else ""
+        return (f"{where}more than {self._max_aggregates:,} distinct aggregates; "
+                f"{rules.DIMENSION_NAMES[worst]} alone has {distinct[worst]:,} values: "
+                f"garbage in the pings? (--max-aggregates raises the limit)")
 
     def _compact(self) -> None:
         """Sum rows of the same (key, client) into one."""

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -56,10 +58,34 @@ def date_range_options(func: F) -> F:
 
 
 def db_option(func: F) -> F:
+    func = click.option(
+        "--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
+        default=None, help="TOML settings file (default ./crash-aggregates.toml if present); "
+        "flags, then CRASH_AGGREGATES_* variables, then this file: docs/operations.md.")(func)
     return click.option(
-        "--db", "db_url", default=None, envvar="CRASH_AGGREGATES_DB", metavar="URL",
+        "--db", "db_url", default=None, metavar="URL",
         help="Output store: sqlite:///path.db (default ./crash_aggregates.db) or "
              "postgresql://user@host/db (password from the URL, PGPASSWORD or ~/.pgpass).")(func)
+
+
+def settings_from(config_path: Path | None, **flags: object) -> Any:
+    """The one settings model: flags > CRASH_AGGREGATES_* > TOML file > defaults."""
+    from .settings import resolve
+
+    return resolve(flags, config_path=config_path)
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """A scheduler's SIGTERM stops the job as Ctrl-C does: cleanly, between dates' writes."""
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _fail(message: str, status: int = 2) -> None:
@@ -86,8 +112,9 @@ def cli() -> None:
 
 
 @cli.command()
-@click.option("--input", "input_url", required=True, metavar="STORE",
-              help="Ping store: a folder or URL (file://, s3://, ...).")
+@click.option("--input", "input_url", default=None, metavar="STORE",
+              help="Ping store: a folder or URL (file://, s3://, ...). Required, here or in "
+              "the settings.")
 @date_range_options
 @db_option
 @click.option("--parquet", "parquet_url", default=None, metavar="URL",
@@ -107,9 +134,23 @@ def cli() -> None:
               "SparkSession (needs the spark extra).")
 @click.option("--spark-master", default=None, metavar="URL",
               help="Spark master (default: spark-submit's, else local[*]).")
-def fill(input_url: str, first: date | None, last: date | None, db_url: str | None,
-         parquet_url: str | None, workers: int | None, no_dedupe: bool,
-         sample_fraction: float, layout: str, engine: str, spark_master: str | None) -> None:
+@click.option("--skip-existing", is_flag=True,
+              help="Skip dates whose last run completed on the same input (resume a backfill).")
+@click.option("--parallel-dates", type=click.IntRange(min=1), default=None,
+              help="Dates read at once by the worker pool (partitioned stores; default 1).")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default=None,
+              help="json: one JSON object per date on stdout, no progress (default text).")
+@click.option("--on-corrupt-file", type=click.Choice(["fail", "skip"]), default="fail",
+              show_default=True, help="A file that cannot be read or inflated fails its date, "
+              "or is skipped and counted in corrupt_files.")
+@click.option("--max-aggregates", type=click.IntRange(min=1), default=2_000_000,
+              show_default=True, help="More distinct aggregates in a date fail it (a guard "
+              "against garbage dimension values).")
+def fill(input_url: str | None, first: date | None, last: date | None, db_url: str | None,
+         config_path: Path | None, parquet_url: str | None, workers: int | None,
+         no_dedupe: bool, sample_fraction: float, layout: str, engine: str,
+         spark_master: str | None, skip_existing: bool, parallel_dates: int | None,
+         log_format: str | None, on_corrupt_file: str, max_aggregates: int) -> None:
     """Aggregate the pings of each submission date and replace its rows.
 
     Each date is written in one transaction, or not at all; the date's summary line lists its
@@ -121,22 +162,41 @@ def fill(input_url: str, first: date | None, last: date | None, db_url: str | No
     """
     from .fill import FillSettings
     from .fill import fill as run_fill
-    from .report import ConsoleReporter
+    from .progress import ConsoleReporter, JsonReporter
 
     first = first or yesterday()
     last = last or yesterday()
     try:
+        given = settings_from(config_path, input=input_url, db=db_url, parquet=parquet_url,
+                              workers=workers, parallel_dates=parallel_dates,
+                              log_format=log_format)
+        if not given.input:
+            raise UsageError("no ping store: give --input (or input in the settings)")
+        # --db, --parquet or neither: the default SQLite file only when neither is set
+        db = given.db if given.sources["db"] != "default" or not given.parquet else None
         settings = FillSettings(
-            input_url=input_url, first=first, last=last, db_url=db_url,
-            parquet_url=parquet_url,
-            workers=workers or os.cpu_count() or 1, dedupe=not no_dedupe,
+            input_url=given.input, first=first, last=last, db_url=db,
+            parquet_url=given.parquet, parallel_dates=given.parallel_dates,
+            workers=given.workers or os.cpu_count() or 1, dedupe=not no_dedupe,
             sample_fraction=sample_fraction, layout=layout,  # type: ignore[arg-type]
             engine=engine, spark_master=spark_master,  # type: ignore[arg-type]
+            skip_existing=skip_existing,
+            on_corrupt_file=on_corrupt_file,  # type: ignore[arg-type]
+            max_aggregates=max_aggregates,
         )
-        report = run_fill(settings, ConsoleReporter())
+        reporter = JsonReporter() if given.log_format == "json" else ConsoleReporter()
+        with _sigterm_as_interrupt():
+            report = run_fill(settings, reporter)
     except CrashAggregatesError as exc:
         _fail_on(exc)
         return
+    if report.interrupted:
+        written = [d.submission_date.isoformat() for d in report.dates
+                   if d.status == "completed"]
+        click.echo(f"interrupted: {len(written)} dates written"
+                   + (f" ({', '.join(written)})" if written else "")
+                   + "; the date in progress was not written", err=True)
+        sys.exit(130)
     if report.failed:
         click.echo("failed dates: " + ", ".join(d.isoformat() for d in report.failed), err=True)
         sys.exit(1)
@@ -186,7 +246,8 @@ def generate(out_dir: Path, first: date | None, last: date | None, pings: int, s
               help="Pings per day.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Worker processes (default: the CPU count).")
-def demo(db_url: str | None, days: int, pings: int, workers: int | None) -> None:
+def demo(db_url: str | None, config_path: Path | None, days: int, pings: int,
+         workers: int | None) -> None:
     """Generate a week of sample pings, fill the store and print crash rates by channel.
 
     Example:
@@ -196,12 +257,223 @@ def demo(db_url: str | None, days: int, pings: int, workers: int | None) -> None
     from .demo import run_demo
 
     try:
+        db_url = settings_from(config_path, db=db_url).db
         with tempfile.TemporaryDirectory(prefix="crash-aggregates-demo-") as folder:
             text = run_demo(Path(folder), db_url, days, pings, workers or os.cpu_count() or 1)
     except CrashAggregatesError as exc:
         _fail_on(exc)
         return
     click.echo(text)
+
+
+def _readable_store(db_url: str | None) -> Any:
+    from .stores.base import open_store
+
+    store = open_store(db_url)
+    if not hasattr(store, "sum_stats"):
+        store.close()
+        raise UsageError("rates are read from SQLite or PostgreSQL: give --db")
+    return store
+
+
+def _where(pairs: tuple[str, ...]) -> dict[str, str]:
+    from .reports import parse_pair
+
+    return dict(parse_pair(pair) for pair in pairs)
+
+
+@cli.command()
+@db_option
+@click.option("--by", "by", default="channel", show_default=True, metavar="DIM[,DIM...]",
+              help="Dimensions to group by (none: one overall row).")
+@date_range_options
+@click.option("--where", "where", multiple=True, metavar="DIM=VALUE",
+              help="Keep only aggregates with this dimension value (repeatable).")
+@click.option("--date", "date_kind", type=click.Choice(["submission", "activity"]),
+              default="submission", show_default=True, help="Which date --from/--to filter.")
+@click.option("--format", "output", type=click.Choice(["table", "csv", "json"]),
+              default="table", show_default=True)
+def rates(db_url: str | None, config_path: Path | None, by: str, first: date | None,
+          last: date | None,
+          where: tuple[str, ...], date_kind: str, output: str) -> None:
+    """Crash rates per 1,000 usage hours with 95% intervals, per group.
+
+    Intervals use the client-level sums (robust to clients in crash loops) and exact Poisson
+    limits for small counts; see docs/rates.md.
+
+    Example:
+
+        crash-aggregates rates --by channel,os_name --from 2016-03-08 --to 2016-03-14
+    """
+    from .render import render_rates
+    from .reports import rate_rows
+    from .stores.queries import StatsQuery
+
+    try:
+        query = StatsQuery(by=tuple(d for d in by.split(",") if d), first=first, last=last,
+                           where=_where(where), date_kind=date_kind)  # type: ignore[arg-type]
+        store = _readable_store(settings_from(config_path, db=db_url).db)
+        try:
+            rows = rate_rows(store, query)
+        finally:
+            store.close()
+    except CrashAggregatesError as exc:
+        _fail_on(exc)
+        return
+    click.echo(render_rates(rows, list(query.by), output))
+
+
+@cli.command()
+@db_option
+@click.option("--candidate", required=True, metavar="DIM=VALUE",
+              help="The build or version to judge, e.g. build_id=20160302030211.")
+@click.option("--baseline", default=None, metavar="DIM=VALUE",
+              help="What to judge it against (default: the previous value on its channel).")
+@click.option("--channel", default=None, help="Channel (default: the candidate's main one).")
+@date_range_options
+@click.option("--days-since-release", type=click.IntRange(min=1), default=None,
+              help="Compare each side's first N activity days instead of --from/--to.")
+@click.option("--min-usage-hours", type=float, default=None,
+              help="Below this on either side: 'not enough usage yet', no number (default "
+              "1000).")
+@click.option("--format", "output", type=click.Choice(["table", "json"]), default="table",
+              show_default=True)
+def compare(db_url: str | None, config_path: Path | None, candidate: str,
+            baseline: str | None, channel: str | None, first: date | None, last: date | None,
+            days_since_release: int | None, min_usage_hours: float | None,
+            output: str) -> None:
+    """Is a build or version crashing more than the one before? Rate ratios per crash type.
+
+    Exits 1 when a crash type shows a significant regression (95% interval of the rate ratio
+    above 1), so scripts can gate on it; 0 otherwise.
+
+    Example:
+
+        crash-aggregates compare --candidate build_id=20160302030211 --days-since-release 3
+    """
+    from .render import render_comparison
+    from .reports import compare_builds, parse_pair
+
+    try:
+        given = settings_from(config_path, db=db_url, min_usage_hours=min_usage_hours)
+        store = _readable_store(given.db)
+        try:
+            report = compare_builds(
+                store, parse_pair(candidate), parse_pair(baseline) if baseline else None,
+                channel=channel, first=first, last=last, days_since_release=days_since_release,
+                min_usage_hours=given.min_usage_hours)
+        finally:
+            store.close()
+    except CrashAggregatesError as exc:
+        _fail_on(exc)
+        return
+    text = render_comparison(report, output)
+    click.echo(text)
+    if report.regression:
+        _alert(given, f"crash regression: {report.dimension} {report.candidate}", text,
+               report.as_dict())
+        sys.exit(1)
+
+
+def _alert(settings: Any, subject: str, text: str, payload: dict[str, Any]) -> None:
+    """Send to the configured webhook and mailbox, if any; a failure is one line on stderr."""
+    from .alerts import notify
+
+    try:
+        sent = notify(settings, subject, text, payload)
+    except CrashAggregatesError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    if sent:
+        click.echo("alerted: " + ", ".join(sent), err=True)
+
+
+@cli.command()
+@db_option
+@click.option("--parquet", "parquet_url", default=None, metavar="URL",
+              help="Also check these Parquet partitions (_SUCCESS and row counts).")
+@click.option("--days", type=click.IntRange(min=1), default=None,
+              help="Submission dates to check, ending yesterday (default 7).")
+@click.option("--to", "last", type=DATE, default=None,
+              help="Last submission date to check (default: yesterday, UTC).")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default=None)
+@click.option("--webhook-url", default=None, help="Alert by JSON POST to this URL.")
+@click.option("--smtp-url", default=None, help="Alert by mail: smtp[s]://user:pw@host:port.")
+@click.option("--email-to", multiple=True, help="Alert recipients (repeatable).")
+def watchdog(db_url: str | None, config_path: Path | None, parquet_url: str | None,
+             days: int | None, last: date | None, log_format: str | None,
+             webhook_url: str | None, smtp_url: str | None, email_to: tuple[str, ...]) -> None:
+    """Check the last days' output: present, complete, usual volume, no jump in ignored pings.
+
+    Checks each date's last run completed; pings and usage hours against the median of the
+    same weekday in the previous weeks; the share of ignored lines; Parquet markers and row
+    counts. Prints a report; alerts and exits 1 when anything fails. docs/operations.md.
+
+    Example:
+
+        crash-aggregates watchdog --db postgresql://crash@db/telemetry --days 7
+    """
+    import json
+
+    from .stores.parquet import ParquetStore
+    from .watchdog import Thresholds, check
+
+    try:
+        given = settings_from(config_path, db=db_url, parquet=parquet_url, watchdog_days=days,
+                              log_format=log_format, webhook_url=webhook_url,
+                              smtp_url=smtp_url, email_to=email_to)
+        store = _readable_store(given.db)
+        try:
+            parquet = ParquetStore(given.parquet) if given.parquet else None
+            report = check(store, given.watchdog_days,
+                           today=(last or yesterday()) + timedelta(days=1), parquet=parquet,
+                           thresholds=Thresholds.from_settings(given))
+        finally:
+            store.close()
+    except CrashAggregatesError as exc:
+        _fail_on(exc)
+        return
+    text = report.as_text()
+    click.echo(json.dumps(report.as_dict()) if given.log_format == "json" else text)
+    if not report.ok:
+        _alert(given, f"crash-aggregates watchdog: {report.summary}", text, report.as_dict())
+        sys.exit(1)
+
+
+@cli.command()
+@db_option
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (0.0.0.0: every interface).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--query-timeout", "timeout_ms", type=click.IntRange(min=1), default=5000,
+              show_default=True, metavar="MS", help="Time limit of each database query.")
+@click.option("--max-rows", type=click.IntRange(min=1), default=10000, show_default=True,
+              help="Row cap of each database query (more is an error: narrow the filters).")
+def serve(db_url: str | None, config_path: Path | None, host: str, port: int,
+          timeout_ms: int, max_rows: int) -> None:
+    """Serve the dashboard and its JSON API, reading the store read-only.
+
+    Pages: / (crash rates by channel over time), /compare (a build against its baseline),
+    /health (what each run counted); JSON under /api/, described at /openapi.json. Needs the
+    web extra; see docs/dashboard.md.
+
+    Example:
+
+        crash-aggregates serve --db sqlite:///crash_aggregates.db --port 8000
+    """
+    from .web import missing_extra
+
+    missing = missing_extra()
+    if missing:
+        _fail(missing, 1)
+    from .web.readonly import Limits
+    from .web.server import serve as run_server
+
+    try:
+        run_server(settings_from(config_path, db=db_url).db, host, port,
+                   Limits(timeout_ms, max_rows))
+    except CrashAggregatesError as exc:
+        _fail_on(exc)
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from .fill import FillSettings, fill
-from .report import ConsoleReporter
+from .progress import ConsoleReporter
 from .stores.base import DEFAULT_DB
 from .stores.sqlite import sqlite_path
 

@@ -11,12 +11,13 @@ from typing import Any, Literal, Protocol
 
 from . import __version__, rules
 from .aggregation import Aggregate
-from .engines.local import Progress, ScanSpec, scan
+from .engines.local import Progress, ScanResult, ScanSpec, scan, scan_jobs
 from .errors import CrashAggregatesError, UsageError
 from .sources import PingFile, PingStore
 from .stores.base import RunRecord, Store, open_store
 
-DateRows = dict[date, tuple[list[Aggregate], dict[str, int]]]
+#: Per date: its rows, its counters, and notes (skipped corrupt files).
+DateRows = dict[date, tuple[list[Aggregate], dict[str, int], list[str]]]
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,10 @@ class FillSettings:
     layout: Literal["auto", "partitioned", "flat"] = "auto"
     engine: Literal["local", "spark"] = "local"
     spark_master: str | None = None
+    skip_existing: bool = False
+    parallel_dates: int = 1
+    max_aggregates: int = 2_000_000
+    on_corrupt_file: Literal["fail", "skip"] = "fail"
 
     def __post_init__(self) -> None:
         if self.first > self.last:
@@ -40,6 +45,8 @@ class FillSettings:
             raise UsageError("--sample-fraction must be in (0, 1]")
         if self.workers < 1:
             raise UsageError("--workers must be at least 1")
+        if self.parallel_dates < 1:
+            raise UsageError("--parallel-dates must be at least 1")
 
     def dates(self) -> Iterator[date]:
         day = self.first
@@ -56,18 +63,20 @@ class FillSettings:
 @dataclass
 class DateReport:
     submission_date: date
-    status: Literal["completed", "failed"]
+    status: Literal["completed", "failed", "skipped"]
     counters: dict[str, int] = field(default_factory=dict)
     rows: int = 0
     seconds: float = 0.0
     error: str | None = None
     undated: int = 0
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
 class FillReport:
     run_id: str
     dates: list[DateReport] = field(default_factory=list)
+    interrupted: bool = False  # Ctrl-C or SIGTERM: the dates reported are the finished ones
 
     @property
     def failed(self) -> list[date]:
@@ -77,17 +86,27 @@ class FillReport:
 class Reporter(Protocol):
     """Where the job tells what it is doing (the CLI prints it)."""
 
+    def plan(self, dates: int) -> None: ...
+
     def reading(self, what: str, files: list[PingFile]) -> Progress: ...
 
     def date_done(self, report: DateReport) -> None: ...
 
 
 class SilentReporter:
+    def plan(self, dates: int) -> None:
+        pass
+
     def reading(self, what: str, files: list[PingFile]) -> Progress:
         return Progress()
 
     def date_done(self, report: DateReport) -> None:
         pass
+
+
+def _rows(result: ScanResult) -> DateRows:
+    return {day: (aggregator.finish(), dict(aggregator.counters), aggregator.notes)
+            for day, aggregator in result.aggregators.items()}
 
 
 def new_run_id(now: datetime) -> str:
@@ -142,12 +161,20 @@ class _Job:
                 self._spark = spark_session(self.settings.spark_master)
             return scan_spark(self._spark, pings.url, files, spec)
         result = scan(pings, files, spec, self.settings.workers, progress)
-        rows = {day: (aggregator.finish(), dict(aggregator.counters))
-                for day, aggregator in result.aggregators.items()}
-        return rows, result.undated
+        return _rows(result), result.undated
 
     def run(self) -> FillReport:
         days = list(self.settings.dates())
+        self.say.plan(len(days))
+        try:
+            self._run(days)
+        except KeyboardInterrupt:
+            # The date being written rolled back (a transaction, a staged partition); the
+            # finished ones stay. The CLI says which are which.
+            self.report.interrupted = True
+        return self.report
+
+    def _run(self, days: list[date]) -> None:
         try:
             pings = PingStore(self.settings.input_url)
             layout = self.settings.layout
@@ -157,17 +184,59 @@ class _Job:
             started = datetime.now(UTC)
             for day in days:
                 self._failed(day, started, time.monotonic(), str(exc))
-            return self.report
-        if layout == "partitioned":
+            return
+        if layout == "flat":
+            days = [day for day in days if not self._skip(day)]
+            if days:
+                self._flat(pings, days)
+            return
+        step = 1 if self.settings.engine == "spark" else self.settings.parallel_dates
+        for start in range(0, len(days), step):
+            group = [day for day in days[start:start + step] if not self._skip(day)]
+            if group:
+                self._partitioned_dates(pings, group)
+
+    def _skip(self, day: date) -> bool:
+        """--skip-existing: the date's last run completed, on the same input."""
+        if not self.settings.skip_existing:
+            return False
+        runs = self.stores[0].read_runs(day)
+        if not runs or runs[-1]["status"] != "completed" \
+                or runs[-1]["input_url"] != self.settings.input_url:
+            return False
+        self._done(DateReport(day, "skipped"))
+        return True
+
+    def _partitioned_dates(self, pings: PingStore, days: list[date]) -> None:
+        """Several dates through one pool of workers; on a bad file, each date alone, so
+        that only the date holding it fails."""
+        if len(days) == 1:
+            self._partitioned_date(pings, days[0])
+            return
+        started, clock = datetime.now(UTC), time.monotonic()
+        try:
+            jobs = []
+            for day in days:
+                files = pings.files_for_date(day)
+                if not files:
+                    raise CrashAggregatesError(f"no ping files for {day}")
+                jobs += [(file, self._spec(day, [day])) for file in files]
+            progress = self.say.reading(f"{days[0]} to {days[-1]}", [f for f, _ in jobs])
+            result = scan_jobs(pings, jobs, self.settings.workers, progress)
+        except CrashAggregatesError:
             for day in days:
                 self._partitioned_date(pings, day)
-        else:
-            self._flat(pings, days)
-        return self.report
+            return
+        for day, (rows, counters, notes) in sorted(_rows(result).items()):
+            try:
+                self._write(day, rows, counters, notes, started, clock, 0)
+            except CrashAggregatesError as exc:
+                self._failed(day, started, clock, str(exc))
 
     def _spec(self, layout_date: date | None, wanted: list[date]) -> ScanSpec:
         return ScanSpec(layout_date, frozenset(wanted), self.settings.sample_below,
-                        self.settings.dedupe)
+                        self.settings.dedupe, self.settings.max_aggregates,
+                        self.settings.on_corrupt_file == "skip")
 
     def _partitioned_date(self, pings: PingStore, day: date) -> None:
         started, clock = datetime.now(UTC), time.monotonic()
@@ -201,13 +270,14 @@ class _Job:
                 self._failed(day, started, clock, str(exc), undated)
 
     def _write(self, day: date, rows: list[Aggregate], counters: dict[str, int],
-               started: datetime, clock: float, undated: int) -> None:
+               notes: list[str], started: datetime, clock: float, undated: int) -> None:
         seconds = time.monotonic() - clock
         run = RunRecord(self.report.run_id, day, "completed", started, seconds, len(rows),
                         self.settings.input_url, __version__, counters, undated)
         for store in self.stores:  # each store all or nothing; the database first
             store.replace_date(day, rows, run)
-        self._done(DateReport(day, "completed", counters, len(rows), seconds, None, undated))
+        self._done(DateReport(day, "completed", counters, len(rows), seconds, None, undated,
+                              notes))
 
     def _failed(self, day: date, started: datetime, clock: float, error: str,
                 undated: int = 0) -> None:

@@ -45,6 +45,9 @@ COUNTERS: tuple[str, ...] = (
     SAMPLED_OUT,
 )
 UNDATED = "undated"
+#: Files, not lines: ping files that could not be read or inflated and were skipped
+#: (fill --on-corrupt-file skip). Their lines are in no counter.
+CORRUPT_FILES = "corrupt_files"
 
 # -- dimensions -------------------------------------------------------------------------------
 
@@ -122,6 +125,9 @@ _CHILD_CRASH_ORDER = tuple(
 )
 
 MAX_USAGE_HOURS = 25.0
+#: Longer dimension values are cut to this many characters: real ones are short (an OS version,
+#: an experiment id), and a value of megabytes would be copied into every row it keys.
+MAX_DIMENSION_CHARS = 1024
 ACTIVITY_WINDOW = timedelta(days=7)
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
@@ -177,6 +183,8 @@ def dimension_string(value: object) -> str | None:
     kind = type(value)
     if kind is str:
         text: str = value  # type: ignore[assignment]
+        if len(text) > MAX_DIMENSION_CHARS:
+            text = text[:MAX_DIMENSION_CHARS]
         return text.replace("\x00", "\ufffd") if "\x00" in text else text
     if kind is bool:
         return "True" if value else "False"

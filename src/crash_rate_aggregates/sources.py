@@ -22,6 +22,11 @@ from .errors import InputError
 
 Layout = Literal["partitioned", "flat"]
 LINE_CHUNK = 4 << 20
+#: Longer lines are not buffered: a real ping is at most a few MB, and a line of hundreds of MB
+#: would cost that much memory in every worker. Such a line is read past and handed on as
+#: OVERSIZED_LINE, one byte that is not JSON, so the rules count it as a malformed line.
+MAX_LINE_BYTES = 16 << 20
+OVERSIZED_LINE = b"\xff"
 _PING_FILE = re.compile(r"[^./_][^/]*\.(json|jsonl|ndjson)(\.gz|\.zst)?\Z")
 _DATE_FOLDER = re.compile(r"(?:submission_date=)?([0-9]{4})-?([0-9]{2})-?([0-9]{2})\Z")
 
@@ -141,11 +146,38 @@ def inflating_reader(raw: IO[bytes], path: str) -> IO[bytes]:
 
             return cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="rb"))
     if path.endswith(".zst"):
+        return cast(IO[bytes], _ZstdFrames(raw))
+    return raw
+
+
+class _ZstdFrames:
+    """Every zstd frame of a file, one after the other, and an error for a file that ends
+    inside a frame (zstandard's stream reader stops after the first frame and takes a truncated
+    one for the end of the data)."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
         import zstandard
 
-        reader: IO[bytes] = zstandard.ZstdDecompressor().stream_reader(raw, closefd=False)
-        return reader
-    return raw
+        self._raw = raw
+        self._zstd = zstandard.ZstdDecompressor()
+        self._frame = self._zstd.decompressobj()
+        self._in_frame = False
+
+    def read(self, size: int = -1) -> bytes:
+        while data := self._raw.read(max(size, 1 << 20)):
+            out = self._frame.decompress(data)
+            self._in_frame = True
+            while self._frame.eof:  # a frame ended: the bytes after it start the next one
+                rest = self._frame.unused_data
+                self._frame = self._zstd.decompressobj()
+                self._in_frame = bool(rest)
+                if rest:
+                    out += self._frame.decompress(rest)
+            if out:
+                return out
+        if self._in_frame:
+            raise EOFError("the file ends inside a zstd frame (truncated)")
+        return b""
 
 
 def iter_lines(store: PingStore, file: PingFile) -> Iterator[tuple[bytes | memoryview, int]]:
@@ -159,20 +191,32 @@ def iter_lines(store: PingStore, file: PingFile) -> Iterator[tuple[bytes | memor
     try:
         reader = inflating_reader(raw, file.path)
         rest = b""
+        oversized = False  # inside a line longer than MAX_LINE_BYTES: skipping to its end
         while chunk := _read(reader, file):
             position = _tell(raw)
             end = chunk.find(b"\n")
             if end < 0:
-                rest += chunk
+                if oversized or len(rest) + len(chunk) > MAX_LINE_BYTES:
+                    oversized, rest = True, b""
+                else:
+                    rest += chunk
                 continue
             view = memoryview(chunk)
-            yield (rest + chunk[:end] if rest else view[:end]), position
+            if oversized or len(rest) + end > MAX_LINE_BYTES:
+                yield OVERSIZED_LINE, position
+            else:
+                yield (rest + chunk[:end] if rest else view[:end]), position
+            oversized = False
             start = end + 1
             while (end := chunk.find(b"\n", start)) >= 0:
                 yield view[start:end], position
                 start = end + 1
             rest = chunk[start:]
-        if rest:
+            if len(rest) > MAX_LINE_BYTES:
+                oversized, rest = True, b""
+        if oversized:
+            yield OVERSIZED_LINE, _tell(raw)
+        elif rest:
             yield rest, _tell(raw)
     finally:
         raw.close()

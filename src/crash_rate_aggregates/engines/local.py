@@ -12,8 +12,9 @@ from __future__ import annotations
 import multiprocessing
 import os
 import queue
+import signal
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -38,6 +39,8 @@ class ScanSpec:
     wanted: frozenset[date]
     sample_below: float | None = None
     dedupe: bool = True
+    max_aggregates: int = 2_000_000
+    skip_corrupt: bool = False  # a file that cannot be read: count it and go on, or fail
 
 
 @dataclass(frozen=True)
@@ -113,22 +116,30 @@ def scan_file(store: PingStore, file: PingFile, spec: ScanSpec) -> Iterator[Chun
 
 @dataclass
 class _Folder:
-    spec: ScanSpec
+    specs: list[ScanSpec]
     result: ScanResult = field(init=False)
 
     def __post_init__(self) -> None:
         self.result = ScanResult(aggregators={})
-        if self.spec.layout_date is not None:
-            self._aggregator(self.spec.layout_date)
-        else:
-            for day in self.spec.wanted:
+        self._spec = self.specs[0] if self.specs else ScanSpec(None, frozenset())
+        for spec in self.specs:  # every date asked for gets its (maybe empty) aggregator
+            for day in [spec.layout_date] if spec.layout_date else spec.wanted:
                 self._aggregator(day)
 
     def _aggregator(self, day: date) -> DateAggregator:
         found = self.result.aggregators.get(day)
         if found is None:
-            found = self.result.aggregators[day] = DateAggregator(dedupe=self.spec.dedupe)
+            found = self.result.aggregators[day] = DateAggregator(
+                dedupe=self._spec.dedupe, max_aggregates=self._spec.max_aggregates, day=day)
         return found
+
+    def corrupt(self, spec: ScanSpec, message: str) -> None:
+        """A skipped file counts on its date; in a flat store, on every date of the run (its
+        pings could have been of any)."""
+        for day in [spec.layout_date] if spec.layout_date else spec.wanted:
+            aggregator = self._aggregator(day)
+            aggregator.counters[rules.CORRUPT_FILES] += 1
+            aggregator.notes.append(message)
 
     def fold(self, chunk: Chunk) -> None:
         for day, batch in chunk.batches.items():
@@ -148,33 +159,66 @@ def scan(
 
     Raises InputError (naming the file) when a file cannot be read or inflated.
     """
-    folder = _Folder(spec)
+    return scan_jobs(store, [(file, spec) for file in files], workers, progress, [spec])
+
+
+def scan_jobs(
+    store: PingStore,
+    jobs: Sequence[tuple[PingFile, ScanSpec]],
+    workers: int = 1,
+    progress: Progress | None = None,
+    specs: Sequence[ScanSpec] = (),
+) -> ScanResult:
+    """Like `scan`, for files that each come with their own spec: several dates of a
+    partitioned store read by one pool of workers (fill --parallel-dates). Every date of
+    `specs` and of the jobs' specs gets a result, with or without lines."""
+    folder = _Folder([*specs, *(spec for _, spec in jobs)])
     report = progress or Progress()
-    if workers <= 1 or len(files) <= 1:
-        for file in files:
-            for chunk in scan_file(store, file, spec):
-                folder.fold(chunk)
-                report(chunk.bytes_read, chunk.lines)
+    if workers <= 1 or len(jobs) <= 1:
+        for file, spec in jobs:
+            try:
+                for chunk in _file_chunks(store, file, spec):
+                    folder.fold(chunk)
+                    report(chunk.bytes_read, chunk.lines)
+            except InputError as exc:
+                if not spec.skip_corrupt:
+                    raise
+                folder.corrupt(spec, str(exc))
     else:
-        for chunk in _parallel_chunks(store.url, files, spec, min(workers, len(files))):
-            folder.fold(chunk)
-            report(chunk.bytes_read, chunk.lines)
-    folder.result.files = len(files)
+        for index, item in _parallel_chunks(store.url, jobs, min(workers, len(jobs))):
+            if isinstance(item, Chunk):
+                folder.fold(item)
+                report(item.bytes_read, item.lines)
+            else:
+                folder.corrupt(jobs[index][1], item)
+    folder.result.files = len(jobs)
     return folder.result
 
 
-def _worker(store_url: str, spec: ScanSpec, tasks: Any, results: Any) -> None:
+def _file_chunks(store: PingStore, file: PingFile, spec: ScanSpec) -> Iterable[Chunk]:
+    """A file's chunks; when corrupt files are skipped, only once the whole file was read, so
+    that none of a file that turns out corrupt is counted (it costs ~100 bytes a ping held)."""
+    chunks = scan_file(store, file, spec)
+    return list(chunks) if spec.skip_corrupt else chunks
+
+
+def _worker(store_url: str, tasks: Any, results: Any) -> None:
+    # Ctrl-C reaches the whole process group: the parent stops the workers, so they ignore it
+    # rather than each printing a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         store = PingStore(store_url)
     except CrashAggregatesError as exc:
         results.put(("error", -1, str(exc)))
         return
     while (task := tasks.get()) is not None:
-        index, file = task
+        index, file, spec = task
         try:
-            for chunk in scan_file(store, file, spec):
+            for chunk in _file_chunks(store, file, spec):
                 results.put(("chunk", index, chunk))
             results.put(("done", index, None))
+        except InputError as exc:
+            results.put(("corrupt" if spec.skip_corrupt else "error", index, str(exc)))
         except CrashAggregatesError as exc:
             results.put(("error", index, str(exc)))
         except Exception as exc:  # never lose a worker silently: name the file
@@ -182,8 +226,9 @@ def _worker(store_url: str, spec: ScanSpec, tasks: Any, results: Any) -> None:
 
 
 def _parallel_chunks(
-    store_url: str, files: Sequence[PingFile], spec: ScanSpec, workers: int
-) -> Iterator[Chunk]:
+    store_url: str, jobs: Sequence[tuple[PingFile, ScanSpec]], workers: int
+) -> Iterator[tuple[int, Chunk | str]]:
+    """(job index, chunk) as workers read, and (job index, message) for a skipped file."""
     # fork starts a worker at once, without importing anything again; but forking a process
     # that runs threads (a driver's, a test runner's) is unsafe, so then spawn.
     forkable = threading.active_count() == 1 and os.name == "posix"
@@ -191,21 +236,21 @@ def _parallel_chunks(
     tasks = context.Queue()
     results = context.Queue(maxsize=4 * workers)
     # Largest files first, so one big file does not start last and run alone.
-    for index in sorted(range(len(files)), key=lambda i: -files[i].size):
-        tasks.put((index, files[index]))
+    for index in sorted(range(len(jobs)), key=lambda i: -jobs[i][0].size):
+        tasks.put((index, *jobs[index]))
     for _ in range(workers):
         tasks.put(None)
     processes = [
-        context.Process(target=_worker, args=(store_url, spec, tasks, results), daemon=True)
+        context.Process(target=_worker, args=(store_url, tasks, results), daemon=True)
         for _ in range(workers)
     ]
     for process in processes:
         process.start()
     try:
-        remaining = len(files)
+        remaining = len(jobs)
         while remaining:
             try:
-                kind, _index, payload = results.get(timeout=1.0)
+                kind, index, payload = results.get(timeout=1.0)
             except queue.Empty:
                 dead = [p for p in processes if p.exitcode not in (None, 0)]
                 if dead:
@@ -214,9 +259,12 @@ def _parallel_chunks(
                         f"the ping files") from None
                 continue
             if kind == "chunk":
-                yield payload
+                yield index, payload
             elif kind == "done":
                 remaining -= 1
+            elif kind == "corrupt":
+                remaining -= 1
+                yield index, payload
             else:
                 raise InputError(payload)
         for process in processes:

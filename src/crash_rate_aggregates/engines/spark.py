@@ -35,7 +35,7 @@ from ..errors import InputError, UsageError
 from ..sources import PingFile, PingStore
 from .local import ScanSpec, file_outcomes
 
-DateRows = dict[date, tuple[list[Aggregate], dict[str, int]]]
+DateRows = dict[date, tuple[list[Aggregate], dict[str, int], list[str]]]
 _N = len(rules.MEASURES)
 _KINDS = (rules.MAIN_PROCESSED, rules.MAIN_IGNORED, rules.CRASH_PROCESSED, rules.CRASH_IGNORED)
 
@@ -76,24 +76,41 @@ def _read_file(store_url: str, spec: ScanSpec, indexed: Iterable[tuple[int, Ping
     number), the order in which the local engine reads lines with one worker.
     """
     store = PingStore(store_url)
-    counts: Counter[tuple[int | None, str]] = Counter()
+    corrupt: Counter[tuple[int | None, str]] = Counter()
     for file_index, file in indexed:
-        for line_number, _, outcome in file_outcomes(store, file, spec):
-            if outcome is None:
-                continue
-            day = outcome.submission_date
-            if day is None or outcome.counter not in _KINDS:
-                counts[(day.toordinal() if day else None, outcome.counter)] += 1
-                continue
-            order = (file_index, line_number)
-            client = client_hash(outcome.client_id) if outcome.key is not None else 0
-            record = (day.toordinal(), order, _KINDS.index(outcome.counter), outcome.key,
-                      client if client else order,  # no client id: a client of its own
-                      outcome.measures)
-            if outcome.doc_id is None:
-                yield ("once", day.toordinal(), order), (record, 1)
-            else:
-                yield ("id", day.toordinal(), hash64(outcome.doc_id)), (record, 1)
+        items = _file_items(store, file_index, file, spec)
+        try:
+            # when corrupt files are skipped, a file's items go out only once it was all read
+            yield from list(items) if spec.skip_corrupt else items
+        except InputError:
+            if not spec.skip_corrupt:
+                raise
+            for day in [spec.layout_date] if spec.layout_date else sorted(spec.wanted):
+                corrupt[(day.toordinal(), rules.CORRUPT_FILES)] += 1
+    for (day_ordinal, counter), count in corrupt.items():
+        yield ("count", day_ordinal, counter), count
+
+
+def _file_items(store: PingStore, file_index: int, file: PingFile, spec: ScanSpec
+                ) -> Iterator[tuple[tuple[Any, ...], Any]]:
+    """One file's pings, then its counts."""
+    counts: Counter[tuple[int | None, str]] = Counter()
+    for line_number, _, outcome in file_outcomes(store, file, spec):
+        if outcome is None:
+            continue
+        day = outcome.submission_date
+        if day is None or outcome.counter not in _KINDS:
+            counts[(day.toordinal() if day else None, outcome.counter)] += 1
+            continue
+        order = (file_index, line_number)
+        client = client_hash(outcome.client_id) if outcome.key is not None else 0
+        record = (day.toordinal(), order, _KINDS.index(outcome.counter), outcome.key,
+                  client if client else order,  # no client id: a client of its own
+                  outcome.measures)
+        if outcome.doc_id is None:
+            yield ("once", day.toordinal(), order), (record, 1)
+        else:
+            yield ("id", day.toordinal(), hash64(outcome.doc_id)), (record, 1)
     for (day_ordinal, counter), count in counts.items():
         yield ("count", day_ordinal, counter), count
 
@@ -168,7 +185,7 @@ def _scan(spark: Any, store_url: str, files: list[PingFile], spec: ScanSpec
     totals = [((key[1], key[2]), value) for key, value in results if key[0] == "stats"]
 
     wanted = [spec.layout_date] if spec.layout_date is not None else sorted(spec.wanted)
-    out: DateRows = {day: ([], {name: 0 for name in rules.COUNTERS}) for day in wanted}
+    out: DateRows = {day: ([], {name: 0 for name in rules.COUNTERS}, []) for day in wanted}
     for (day_ordinal, key), values in totals:
         activity, dims = rules.key_to_row(key)
         rows = out[date.fromordinal(day_ordinal)][0]
@@ -178,7 +195,8 @@ def _scan(spark: Any, store_url: str, files: list[PingFile], spec: ScanSpec
         if day_ordinal is None:
             undated += count
         else:
-            out[date.fromordinal(day_ordinal)][1][counter] += count
-    for rows, _ in out.values():
+            counters = out[date.fromordinal(day_ordinal)][1]
+            counters[counter] = counters.get(counter, 0) + count
+    for rows, _, _ in out.values():
         rows.sort(key=lambda row: (row.activity_date, sorted(row.dimensions.items())))
     return out, undated

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from .. import rules
 from ..aggregation import Aggregate
 from ..errors import UsageError
+from .queries import Grouped, StatsQuery
 
 DEFAULT_DB = "sqlite:///crash_aggregates.db"
 #: Columns of the run table besides the counters, in order.
@@ -31,6 +32,7 @@ RUN_COLUMNS: tuple[str, ...] = (
     "error",
     *rules.COUNTERS,
     rules.UNDATED,
+    rules.CORRUPT_FILES,
 )
 
 
@@ -67,6 +69,7 @@ class RunRecord:
             self.error,
             *(int(self.counters.get(name, 0)) for name in rules.COUNTERS),
             self.undated,
+            int(self.counters.get(rules.CORRUPT_FILES, 0)),
         )
 
 
@@ -88,6 +91,18 @@ class Store(Protocol):
         """Run records, oldest first."""
 
     def close(self) -> None: ...
+
+
+class ReadableStore(Store, Protocol):
+    """A store that sums stats in SQL: what rates, compare, the dashboard and the watchdog
+    read through (SQLite and PostgreSQL)."""
+
+    def sum_stats(self, query: StatsQuery) -> Grouped:
+        """The 29 stats summed per group (see StatsQuery)."""
+
+    def distinct_values(self, dimension: str, first: date | None = None,
+                        last: date | None = None) -> list[str]:
+        """The values a dimension takes, sorted."""
 
 
 def open_store(url: str | None) -> Store:

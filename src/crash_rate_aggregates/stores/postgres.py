@@ -25,6 +25,7 @@ from .. import rules
 from ..aggregation import Aggregate
 from ..errors import StoreError
 from .base import RUN_COLUMNS, RunRecord, redact, row_sort_key
+from .queries import VIEWS, Grouped, StatsQuery, distinct_sql, grouped
 
 APPLICATION_NAME = "crash-aggregates"
 # Advisory lock keys: (namespace, item). The namespace is a fixed random-looking int32.
@@ -66,6 +67,10 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     CREATE INDEX IF NOT EXISTS crash_aggregates_runs_date
         ON crash_aggregates_runs (submission_date, started_at);
     """),
+    # Views for SQL dashboards (docs/rates.md); a later step may CREATE OR REPLACE them.
+    (2, "".join(f"CREATE OR REPLACE VIEW {name} AS {body};\n" for name, body in VIEWS)),
+    (3, f"ALTER TABLE crash_aggregates_runs ADD COLUMN IF NOT EXISTS {rules.CORRUPT_FILES} "
+        f"bigint NOT NULL DEFAULT 0"),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -229,6 +234,19 @@ class PostgresStore:
             found = cursor.fetchall()
         return [{name: _plain(value) for name, value in zip(RUN_COLUMNS, values, strict=True)}
                 for values in found]
+
+    def sum_stats(self, query: StatsQuery) -> Grouped:
+        sql, params = query.sql("%s")
+        with self._transaction("sum stats") as cursor:
+            cursor.execute(sql, params)
+            return grouped(cursor.fetchall(), query)
+
+    def distinct_values(self, dimension: str, first: date | None = None,
+                        last: date | None = None) -> list[str]:
+        sql, params = distinct_sql(dimension, "%s", first, last)
+        with self._transaction("read dimension values") as cursor:
+            cursor.execute(sql, params)
+            return [str(row[0]) for row in cursor.fetchall()]
 
     def close(self) -> None:
         self.connection.close()

@@ -19,10 +19,12 @@ from .. import rules
 from ..aggregation import Aggregate
 from ..errors import StoreError
 from .base import RUN_COLUMNS, RunRecord, row_sort_key
+from .queries import VIEWS, Grouped, StatsQuery, distinct_sql, grouped
 
 SCHEMA_VERSION = 1
 _COUNTER_COLUMNS = ",\n    ".join(f"{name} INTEGER NOT NULL DEFAULT 0"
-                                  for name in (*rules.COUNTERS, rules.UNDATED))
+                                  for name in (*rules.COUNTERS, rules.UNDATED,
+                                               rules.CORRUPT_FILES))
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS crash_aggregates (
     submission_date TEXT NOT NULL,
@@ -52,6 +54,17 @@ PRAGMA user_version = {SCHEMA_VERSION};
 _JSON_OPTIONS = orjson.OPT_SORT_KEYS
 
 
+def _views_script() -> str:
+    """Views are dropped and made again at every open, so they follow the release."""
+    return "".join(f"DROP VIEW IF EXISTS {name}; CREATE VIEW {name} AS {body};\n"
+                   for name, body in VIEWS)
+
+
+def _plain(params: list[object]) -> list[object]:
+    """Dates as the text the table holds (sqlite3's date adapter is deprecated)."""
+    return [p.isoformat() if isinstance(p, date) else p for p in params]
+
+
 def sqlite_path(url: str) -> Path:
     """`sqlite:///relative.db`, `sqlite:////abs/path.db` (as SQLAlchemy spells them)."""
     prefix = "sqlite:///"
@@ -71,8 +84,18 @@ class SqliteStore:
             self.connection = sqlite3.connect(self.path, timeout=60, isolation_level=None)
             self.connection.execute("PRAGMA journal_mode = WAL")
             self.connection.executescript(SCHEMA)
+            self._migrate()
+            self.connection.executescript(_views_script())
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open SQLite store {self.path}: {exc}") from None
+
+    def _migrate(self) -> None:
+        """Columns added by later releases, to run tables made by earlier ones."""
+        have = {row[1] for row in self.connection.execute(
+            "PRAGMA table_info(crash_aggregates_runs)")}
+        if rules.CORRUPT_FILES not in have:
+            self.connection.execute(f"ALTER TABLE crash_aggregates_runs ADD COLUMN "
+                                    f"{rules.CORRUPT_FILES} INTEGER NOT NULL DEFAULT 0")
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -140,6 +163,21 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot read SQLite store {self.path}: {exc}") from None
         return [dict(zip(RUN_COLUMNS, values, strict=True)) for values in found]
+
+    def sum_stats(self, query: StatsQuery) -> Grouped:
+        sql, params = query.sql("?")
+        return grouped(self._select(sql, params), query)
+
+    def distinct_values(self, dimension: str, first: date | None = None,
+                        last: date | None = None) -> list[str]:
+        sql, params = distinct_sql(dimension, "?", first, last)
+        return [str(row[0]) for row in self._select(sql, params)]
+
+    def _select(self, sql: str, params: list[object]) -> list[Any]:
+        try:
+            return self.connection.execute(sql, _plain(params)).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read SQLite store {self.path}: {exc}") from None
 
     def close(self) -> None:
         self.connection.close()

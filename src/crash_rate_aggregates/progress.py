@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from typing import TextIO
@@ -17,9 +18,13 @@ def summary_line(report: DateReport) -> str:
     day = report.submission_date.isoformat()
     if report.status == "failed":
         return f"{day} FAILED: {report.error}"
+    if report.status == "skipped":
+        return f"{day} skipped: its last run completed on the same input (--skip-existing)"
     counts = " ".join(f"{name}={report.counters.get(name, 0)}" for name in rules.COUNTERS)
     undated = f" undated(run)={report.undated}" if report.undated else ""
-    return f"{day} ok: {report.rows} rows in {report.seconds:.1f}s; {counts}{undated}"
+    corrupt = report.counters.get(rules.CORRUPT_FILES, 0)
+    skipped = f" corrupt_files={corrupt} (skipped)" if corrupt else ""
+    return f"{day} ok: {report.rows} rows in {report.seconds:.1f}s; {counts}{undated}{skipped}"
 
 
 class ConsoleReporter:
@@ -31,6 +36,14 @@ class ConsoleReporter:
         self.out = out or sys.stdout  # one summary line per date
         self.every = every
         self.tty = self.stream.isatty()
+        self.total_dates = 0
+        self.done_dates = 0
+        self.started = time.monotonic()
+        self.lines = 0
+
+    def plan(self, dates: int) -> None:
+        self.total_dates = dates
+        self.started = time.monotonic()
 
     def reading(self, what: str, files: list[PingFile]) -> Progress:
         total = sum(f.size for f in files) or 1
@@ -40,6 +53,7 @@ class ConsoleReporter:
             self._say(f"{what}: reading {len(files)} files ({total / 1e6:.1f} MB)")
 
         def update(bytes_read: int, lines: int) -> None:
+            self.lines += lines
             state["bytes"] += bytes_read
             state["lines"] += lines
             now = time.monotonic()
@@ -64,7 +78,48 @@ class ConsoleReporter:
             self.stream.flush()
         self.out.write(summary_line(report) + "\n")
         self.out.flush()
+        for note in report.notes:
+            self._say(f"{report.submission_date} skipped a corrupt file: {note}")
+        self.done_dates += 1
+        if self.total_dates > 1:
+            self._say(self.overall())
+
+    def overall(self) -> str:
+        """Dates done, pings a second, and the time left at that pace."""
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        left = elapsed / self.done_dates * (self.total_dates - self.done_dates)
+        return (f"[{self.done_dates}/{self.total_dates} dates] {self.lines / elapsed:,.0f} "
+                f"lines/s, about {_duration(left)} left")
 
     def _say(self, text: str) -> None:
         self.stream.write(text + "\n")
         self.stream.flush()
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f}s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f}min"
+    return f"{seconds / 3600:.1f}h"
+
+
+class JsonReporter:
+    """--log-format json: one JSON object per date on stdout, for schedulers; no progress."""
+
+    def __init__(self, out: TextIO | None = None) -> None:
+        self.out = out or sys.stdout
+
+    def plan(self, dates: int) -> None:
+        pass
+
+    def reading(self, what: str, files: list[PingFile]) -> Progress:
+        return Progress()
+
+    def date_done(self, report: DateReport) -> None:
+        record = {"submission_date": report.submission_date.isoformat(),
+                  "status": report.status, "rows": report.rows,
+                  "seconds": round(report.seconds, 3), "counters": report.counters,
+                  "undated": report.undated, "error": report.error, "notes": report.notes}
+        self.out.write(json.dumps(record) + "\n")
+        self.out.flush()

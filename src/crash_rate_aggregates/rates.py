@@ -1,0 +1,300 @@
+"""Crash rates with honest intervals, and candidate-versus-baseline comparisons.
+
+Pure functions on the 29 stats of docs/rules.md: the stats of one aggregate, or of several
+added key by key with `add_stats`. docs/rates.md explains the method to release engineers, with
+a worked example; this is the summary.
+
+Why not a plain Poisson interval: crashes cluster in clients. A client in a crash loop sends
+dozens of crash pings that are not independent events, so the total count varies far more than
+Poisson says and a Poisson interval is too narrow (see benchmarks/coverage.py). Clients are the
+independent units, and the stats keep the client-level sums needed to treat them as clusters.
+
+With C crashes, H usage hours, n clients and c_i, h_i one client's crashes and hours:
+
+* Rate: the ratio estimator r = C / H, reported per 1,000 usage hours.
+* Variance (`robust_variance`): the linearization ("sandwich") variance of a ratio estimator with
+  clients as clusters,
+
+      Var(r) = n/(n-1) * (sum c_i^2 - 2 r sum c_i h_i + r^2 sum h_i^2) / H^2
+
+  (factor 1 instead of n/(n-1) when n <= 1), from client_<crash>_squared,
+  client_<crash>_usage_hours and client_usage_hours_squared.
+* Design effect d = max(1, Var(r) / (C / H^2)), 1 when C = 0: how many times the Poisson
+  variance the clustering costs. Intervals use d * C / H^2 = max(Var(r), C / H^2), so they are
+  never narrower than Poisson: with one client, or clients that all crash at the same rate, the
+  sandwich says 0, which would claim a certainty no data gives.
+* Interval (`crash_rate`):
+  - C >= small_count (20): normal, r +- z * sqrt(d * C / H^2), lower end clamped at 0: "robust".
+  - C < small_count: exact (Garwood) Poisson limits of the effective count C/d, over the effective
+    exposure H/d: "exact". Small counts keep their asymmetric intervals, still widened for
+    clustering.
+  - H = 0: no rate at all: "none".
+* Comparison (`compare`) of a candidate (1) to a baseline (0): the rate ratio r1 / r0.
+  - Both counts >= small_count: Wald interval of log(r1 / r0), whose variance is
+    d1/C1 + d0/C0 (the Poisson 1/C of each log rate times its design effect).
+  - Otherwise: exact conditional binomial test on the effective counts k = round(C/d): given
+    k1 + k0 crashes, k1 is binomial with share H1/d1 / (H1/d1 + H0/d0) when the rates are equal.
+    The Clopper-Pearson interval of the share p maps to the ratio as p/(1-p) * (H0/d0)/(H1/d1).
+  - Verdict from the interval: "regression" above 1, "improvement" below 1, else "no
+    significant change"; "not enough usage yet" (and no numbers) while either side has fewer
+    than min_usage_hours (1,000).
+
+Approximation: when stats of several aggregates are added, a client present in more than one
+(say, two activity dates) counts as several independent clients, which understates the variance
+a little.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from scipy import stats as _dist  # type: ignore[import-untyped]
+
+from .rules import CRASH_MEASURES, STATS
+
+#: The normal quantile of a two-sided 95% interval.
+Z95: float = float(_dist.norm.ppf(0.975))
+
+ROBUST = "robust"
+EXACT = "exact"
+NO_METHOD = "none"
+
+REGRESSION = "regression"
+IMPROVEMENT = "improvement"
+NO_CHANGE = "no significant change"
+NOT_ENOUGH_USAGE = "not enough usage yet"
+
+
+# -- stats ------------------------------------------------------------------------------------
+
+
+def add_stats(many: Iterable[Mapping[str, float]]) -> dict[str, float]:
+    """The key-wise sum of several aggregates' stats; each of the 29 stats is present (0 when
+    no input has it). Keys outside the 29 are summed too, so nothing is silently dropped."""
+    total = dict.fromkeys(STATS, 0.0)
+    for stats in many:
+        for key, value in stats.items():
+            total[key] = total.get(key, 0.0) + float(value)
+    return total
+
+
+def _stat(stats: Mapping[str, float], key: str) -> float:
+    return float(stats.get(key, 0.0))
+
+
+def _check_crash(crash: str) -> None:
+    if crash not in CRASH_MEASURES:
+        raise ValueError(f"not a crash measure: {crash!r} (one of {', '.join(CRASH_MEASURES)})")
+
+
+def _check_confidence(confidence: float) -> None:
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be between 0 and 1, not {confidence}")
+
+
+def _z(confidence: float) -> float:
+    """The normal quantile of a two-sided interval of this confidence."""
+    _check_confidence(confidence)
+    return float(_dist.norm.ppf(0.5 + confidence / 2))
+
+
+# -- one rate ---------------------------------------------------------------------------------
+
+
+def robust_variance(stats: Mapping[str, float], crash: str) -> float:
+    """The cluster-robust variance of crashes / usage_hours (per hour, squared), clients as
+    clusters. Raises ValueError when there are no usage hours (no rate, no variance)."""
+    _check_crash(crash)
+    hours = _stat(stats, "usage_hours")
+    if hours <= 0:
+        raise ValueError("no usage hours: the crash rate is undefined")
+    rate = _stat(stats, crash) / hours
+    # sum over clients of (c_i - r h_i)^2, expanded into the three client-level sums.
+    residuals = (
+        _stat(stats, f"client_{crash}_squared")
+        - 2 * rate * _stat(stats, f"client_{crash}_usage_hours")
+        + rate**2 * _stat(stats, "client_usage_hours_squared")
+    )
+    clients = _stat(stats, "client_count")
+    correction = clients / (clients - 1) if clients > 1 else 1.0
+    # max(): the expansion can cancel to a tiny negative number in floating point.
+    return correction * max(0.0, residuals) / hours**2
+
+
+def _design_effect(stats: Mapping[str, float], crash: str) -> float:
+    """Var(r) over the Poisson variance C/H^2, at least 1 (1 when there is no crash)."""
+    crashes, hours = _stat(stats, crash), _stat(stats, "usage_hours")
+    if crashes <= 0:
+        return 1.0
+    return max(1.0, robust_variance(stats, crash) / (crashes / hours**2))
+
+
+def exact_poisson_limits(count: float, confidence: float = 0.95) -> tuple[float, float]:
+    """Garwood's exact limits of a Poisson mean given an observed count, which may be a
+    non-integer effective count: chi2 quantiles, the lower limit 0 for a count of 0."""
+    if count < 0:
+        raise ValueError(f"a count cannot be negative: {count}")
+    _check_confidence(confidence)
+    alpha = 1.0 - confidence
+    lower = 0.0 if count == 0 else float(_dist.chi2.ppf(alpha / 2, 2 * count)) / 2
+    upper = float(_dist.chi2.ppf(1 - alpha / 2, 2 * count + 2)) / 2
+    return lower, upper
+
+
+def naive_poisson_interval(
+    stats: Mapping[str, float], crash: str, confidence: float = 0.95, per: float = 1000.0
+) -> tuple[float, float]:
+    """Exact Poisson interval of the rate (per `per` hours) on the raw count, as if every crash
+    were independent. For comparison only: it is too narrow when crashes cluster in clients.
+    With no usage hours any rate is possible: (0, inf)."""
+    _check_crash(crash)
+    hours = _stat(stats, "usage_hours")
+    if hours <= 0:
+        return 0.0, math.inf
+    lower, upper = exact_poisson_limits(_stat(stats, crash), confidence)
+    return lower / hours * per, upper / hours * per
+
+
+@dataclass(frozen=True)
+class Rate:
+    """A crash rate per 1,000 usage hours (or `per`) and its interval."""
+
+    crash: str
+    crashes: float
+    usage_hours: float
+    clients: float
+    rate: float | None  # None when usage_hours == 0
+    lower: float | None
+    upper: float | None
+    method: str  # "robust", "exact" or "none"
+    enough_usage: bool  # usage_hours >= min_usage_hours
+
+
+def crash_rate(
+    stats: Mapping[str, float],
+    crash: str,
+    *,
+    confidence: float = 0.95,
+    small_count: float = 20,
+    min_usage_hours: float = 100.0,
+    per: float = 1000.0,
+) -> Rate:
+    """The rate of `crash` per `per` usage hours with its cluster-robust interval."""
+    _check_crash(crash)
+    z = _z(confidence)
+    crashes, hours = _stat(stats, crash), _stat(stats, "usage_hours")
+    clients = _stat(stats, "client_count")
+    enough = hours >= min_usage_hours
+    if hours <= 0:
+        return Rate(crash, crashes, hours, clients, None, None, None, NO_METHOD, enough)
+    rate = crashes / hours
+    effect = _design_effect(stats, crash)
+    if crashes >= small_count and crashes > 0:
+        # Enough crashes for the ratio to be about normal.
+        half_width = z * math.sqrt(effect * crashes) / hours
+        lower, upper, method = max(0.0, rate - half_width), rate + half_width, ROBUST
+    else:
+        # Few crashes: the normal interval would be symmetric and could cross 0.
+        low, high = exact_poisson_limits(crashes / effect, confidence)
+        lower, upper, method = low * effect / hours, high * effect / hours, EXACT
+    return Rate(
+        crash, crashes, hours, clients, rate * per, lower * per, upper * per, method, enough
+    )
+
+
+# -- two rates --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A candidate's crash rate against a baseline's: their ratio, its interval, a verdict."""
+
+    crash: str
+    candidate: Rate
+    baseline: Rate
+    ratio: float | None  # candidate rate / baseline rate (inf when only the baseline is 0)
+    lower: float | None  # interval of the ratio
+    upper: float | None
+    p_value: float | None  # two-sided, H0: ratio == 1
+    verdict: str
+
+
+def compare(
+    candidate: Mapping[str, float],
+    baseline: Mapping[str, float],
+    crash: str,
+    *,
+    confidence: float = 0.95,
+    min_usage_hours: float = 1000.0,
+    small_count: float = 20,
+) -> Comparison:
+    """Is the candidate's crash rate different from the baseline's?"""
+    options = {"confidence": confidence, "small_count": small_count,
+               "min_usage_hours": min_usage_hours}
+    new = crash_rate(candidate, crash, **options)
+    old = crash_rate(baseline, crash, **options)
+    if not (new.enough_usage and old.enough_usage and new.usage_hours > 0
+            and old.usage_hours > 0):
+        return Comparison(crash, new, old, None, None, None, None, NOT_ENOUGH_USAGE)
+    ratio = _ratio(new.crashes / new.usage_hours, old.crashes / old.usage_hours)
+    if min(new.crashes, old.crashes) >= small_count and min(new.crashes, old.crashes) > 0:
+        lower, upper, p_value = _wald_ratio(candidate, baseline, crash, confidence)
+    else:
+        lower, upper, p_value = _exact_ratio(candidate, baseline, crash, confidence)
+    return Comparison(crash, new, old, ratio, lower, upper, p_value, _verdict(lower, upper))
+
+
+def _ratio(numerator: float, denominator: float) -> float | None:
+    if denominator > 0:
+        return numerator / denominator
+    return math.inf if numerator > 0 else None
+
+
+def _verdict(lower: float, upper: float) -> str:
+    if lower > 1:
+        return REGRESSION
+    if upper < 1:
+        return IMPROVEMENT
+    return NO_CHANGE
+
+
+def _wald_ratio(
+    candidate: Mapping[str, float], baseline: Mapping[str, float], crash: str, confidence: float
+) -> tuple[float, float, float]:
+    """Interval and p-value from the normal approximation of the log rate ratio."""
+    log_ratio = math.log(
+        (_stat(candidate, crash) / _stat(candidate, "usage_hours"))
+        / (_stat(baseline, crash) / _stat(baseline, "usage_hours"))
+    )
+    # Var(log r) = Var(r)/r^2 = d/C: the Poisson 1/C times the design effect.
+    se = math.sqrt(
+        _design_effect(candidate, crash) / _stat(candidate, crash)
+        + _design_effect(baseline, crash) / _stat(baseline, crash)
+    )
+    half_width = _z(confidence) * se
+    p_value = float(2 * _dist.norm.sf(abs(log_ratio) / se))
+    return math.exp(log_ratio - half_width), math.exp(log_ratio + half_width), p_value
+
+
+def _exact_ratio(
+    candidate: Mapping[str, float], baseline: Mapping[str, float], crash: str, confidence: float
+) -> tuple[float, float, float]:
+    """Interval and p-value from the exact binomial test conditional on the total count."""
+    effect_new, effect_old = _design_effect(candidate, crash), _design_effect(baseline, crash)
+    # Effective counts and hours: a Poisson experiment as informative as the clustered one.
+    k_new = round(_stat(candidate, crash) / effect_new)
+    k_old = round(_stat(baseline, crash) / effect_old)
+    hours_new = _stat(candidate, "usage_hours") / effect_new
+    hours_old = _stat(baseline, "usage_hours") / effect_old
+    if k_new + k_old == 0:
+        return 0.0, math.inf, 1.0  # no crash anywhere: no information on the ratio
+    test = _dist.binomtest(k_new, k_new + k_old, hours_new / (hours_new + hours_old))
+    share = test.proportion_ci(confidence_level=confidence, method="exact")
+
+    def to_ratio(p: float) -> float:
+        # The candidate's share of crashes p, as a rate ratio.
+        return math.inf if p >= 1 else p / (1 - p) * hours_old / hours_new
+
+    return to_ratio(float(share.low)), to_ratio(float(share.high)), float(test.pvalue)

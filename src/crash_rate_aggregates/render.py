@@ -1,0 +1,77 @@
+"""Rates and comparisons as text: aligned tables, CSV, JSON."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from .reports import CRASHES, ComparisonReport, flat_rows
+
+_SHORT = {"main_crashes": "main", "content_crashes": "content", "plugin_crashes": "plugin",
+          "gmplugin_crashes": "gmplugin", "content_shutdown_crashes": "shutdown",
+          "gpu_crashes": "gpu"}
+
+
+def _number(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def _interval(cell: dict[str, Any]) -> str:
+    if cell["rate"] is None:
+        return "-"
+    text = f"{cell['rate']:.2f} [{cell['lower']:.2f}, {cell['upper']:.2f}]"
+    return text if cell["enough_usage"] else text + " (low usage)"
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(x)) for x in column) for column in zip(header, *rows, strict=True)]
+    lines = ["  ".join(str(h).ljust(w) for h, w in zip(header, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True))
+              for row in rows]
+    return "\n".join(lines)
+
+
+def render_rates(rows: list[dict[str, Any]], by: list[str], output: str) -> str:
+    if output == "json":
+        return json.dumps(rows, indent=1)
+    if output == "csv":
+        buffer = io.StringIO()
+        flat = flat_rows(rows)
+        if flat:
+            writer = csv.DictWriter(buffer, fieldnames=list(flat[0]))
+            writer.writeheader()
+            writer.writerows(flat)
+        return buffer.getvalue().rstrip("\n")
+    header = [*by, "usage hours", "clients", *(_SHORT[c] + " /1000h [95%]" for c in CRASHES)]
+    body = [[*(str(row.get(d) or "(none)") for d in by), _number(row["usage_hours"], 0),
+             _number(row["client_count"], 0), *(_interval(row[c]) for c in CRASHES)]
+            for row in rows]
+    return table(header, body) if body else "no aggregates match"
+
+
+def render_comparison(report: ComparisonReport, output: str) -> str:
+    if output == "json":
+        return json.dumps(report.as_dict(), indent=1, default=str)
+    head = (f"{report.dimension} {report.candidate} against {report.baseline}"
+            + (f" on {report.channel}" if report.channel else ""))
+    if report.candidate_dates and report.baseline_dates:
+        head += (f" (activity {report.candidate_dates[0]}..{report.candidate_dates[1]} "
+                 f"against {report.baseline_dates[0]}..{report.baseline_dates[1]})")
+    rows = []
+    for result in report.results:
+        ratio = ("-" if result.ratio is None else
+                 f"{result.ratio:.2f} [{result.lower:.2f}, {result.upper:.2f}]")
+        rows.append([_SHORT[result.crash], _interval(_cell(result.candidate)),
+                     _interval(_cell(result.baseline)), ratio,
+                     "-" if result.p_value is None else f"{result.p_value:.3g}", result.verdict])
+    return head + "\n\n" + table(
+        ["crash", "candidate /1000h", "baseline /1000h", "ratio [95%]", "p", "verdict"], rows)
+
+
+def _cell(rate: Any) -> dict[str, Any]:
+    return {"rate": rate.rate, "lower": rate.lower, "upper": rate.upper,
+            "enough_usage": rate.enough_usage}

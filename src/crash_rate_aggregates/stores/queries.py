@@ -1,0 +1,167 @@
+"""SQL shared by the SQLite and PostgreSQL stores: grouped sums, and the views for dashboards.
+
+The same text runs on both: `->>` reads JSON in both, `CAST(... AS DOUBLE PRECISION)` makes a
+number in both, `NULLIF` avoids PostgreSQL's division-by-zero error. Dimension names are checked
+against the dimension table and still passed as bound parameters; values always are. Only
+names of stats, fixed in the code, are written into the SQL text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Literal
+
+from .. import rules
+from ..errors import UsageError
+
+DateKind = Literal["submission", "activity"]
+Z95 = 1.959963984540054
+
+
+def date_range(column: str, mark: str, first: date | None, last: date | None
+               ) -> tuple[list[str], list[object]]:
+    """Conditions and parameters keeping `column` within [first, last] (either may be open)."""
+    conditions: list[str] = []
+    params: list[object] = []
+    if first is not None:
+        conditions.append(f"{column} >= {mark}")
+        params.append(first)
+    if last is not None:
+        conditions.append(f"{column} <= {mark}")
+        params.append(last)
+    return conditions, params
+
+
+def number(stat: str, table: str = "") -> str:
+    return f"CAST({table}stats->>'{stat}' AS DOUBLE PRECISION)"
+
+
+def check_dimensions(names: Sequence[str]) -> None:
+    unknown = [name for name in names if name not in rules.DIMENSION_NAMES]
+    if unknown:
+        raise UsageError(f"unknown dimension {unknown[0]!r}: use one of "
+                         + ", ".join(rules.DIMENSION_NAMES))
+
+
+@dataclass(frozen=True)
+class StatsQuery:
+    """Sum the 29 stats per group of dimension values (and per date, with `per_date`)."""
+
+    by: tuple[str, ...] = ()
+    first: date | None = None
+    last: date | None = None
+    where: Mapping[str, str] = field(default_factory=dict)
+    date_kind: DateKind = "submission"
+    per_date: bool = False
+
+    def __post_init__(self) -> None:
+        check_dimensions([*self.by, *self.where])
+
+    def sql(self, mark: str) -> tuple[str, list[object]]:
+        """The query and its parameters; `mark` is the driver's placeholder (? or %s)."""
+        date_column = f"{self.date_kind}_date"
+        columns: list[str] = []
+        params: list[object] = []
+        if self.per_date:
+            columns.append(date_column)
+        for name in self.by:
+            columns.append(f"dimensions->>{mark}")
+            params.append(name)
+        sums = [f"sum({number(stat)})" for stat in rules.STATS]
+        sql = f"SELECT {', '.join([*columns, *sums])} FROM crash_aggregates"
+        conditions, dates = date_range(date_column, mark, self.first, self.last)
+        params.extend(dates)
+        for name, value in self.where.items():
+            conditions.append(f"dimensions->>{mark} = {mark}")
+            params.extend([name, value])
+        if conditions:
+            sql += " WHERE " + " AND ".join(conditions)
+        if columns:
+            ordinals = ", ".join(str(i + 1) for i in range(len(columns)))
+            sql += f" GROUP BY {ordinals} ORDER BY {ordinals}"
+        return sql, params
+
+
+def distinct_sql(dimension: str, mark: str, first: date | None = None,
+                 last: date | None = None) -> tuple[str, list[object]]:
+    """The values a dimension takes (by submission date), for filters."""
+    check_dimensions([dimension])
+    sql = f"SELECT DISTINCT dimensions->>{mark} FROM crash_aggregates"
+    conditions, params = date_range("submission_date", mark, first, last)
+    conditions.insert(0, f"dimensions->>{mark} IS NOT NULL")
+    return f"{sql} WHERE {' AND '.join(conditions)} ORDER BY 1", [dimension, dimension, *params]
+
+
+Grouped = list[tuple[tuple[object, ...], dict[str, float]]]
+
+
+def grouped(found: Sequence[Sequence[object]], query: StatsQuery) -> Grouped:
+    """Rows of StatsQuery.sql as (group values, stats); dates as ISO text."""
+    width = len(query.by) + (1 if query.per_date else 0)
+    out: Grouped = []
+    for row in found:
+        group = tuple(v.isoformat() if isinstance(v, date) else v for v in row[:width])
+        stats = {name: float(v or 0.0) for name, v in  # type: ignore[arg-type]
+                 zip(rules.STATS, row[width:], strict=True)}
+        out.append((group, stats))
+    return out
+
+
+VIEW_FLAT = "crash_aggregates_flat"
+VIEW_RATES = "crash_rates_daily"
+RATES_VIEW_DIMENSIONS = ("channel", "build_version", "os_name")
+
+
+def flat_view() -> str:
+    """One typed column per dimension and per stat, for tools that do not read JSON."""
+    dims = [f"dimensions->>'{name}' AS {name}" for name in rules.DIMENSION_NAMES]
+    stats = [f"{number(stat)} AS {stat}" for stat in rules.STATS]
+    return (f"SELECT submission_date, activity_date, {', '.join(dims)}, {', '.join(stats)} "
+            f"FROM crash_aggregates")
+
+
+def rates_view() -> str:
+    """Daily crash rates per 1,000 usage hours by activity date and the main dimensions, with
+    95% intervals from the cluster-robust variance, never below Poisson's (normal approximation
+    at every count; the rates command and API use exact Poisson limits for small counts)."""
+    dims = RATES_VIEW_DIMENSIONS
+    sums = ["sum({}) AS usage_hours".format(number("usage_hours")),
+            "sum({}) AS client_count".format(number("client_count")),
+            "sum({}) AS usage_sq".format(number("client_usage_hours_squared"))]
+    for crash in rules.CRASH_MEASURES:
+        sums += [f"sum({number(crash)}) AS {crash}",
+                 f"sum({number(f'client_{crash}_squared')}) AS {crash}_csq",
+                 f"sum({number(f'client_{crash}_usage_hours')}) AS {crash}_cu"]
+    ratios = [f"{c} / NULLIF(usage_hours, 0) AS {c}_r" for c in rules.CRASH_MEASURES]
+    small = "CASE WHEN client_count > 1 THEN client_count / (client_count - 1) ELSE 1 END"
+    variances = [
+        f"{small} * ({c}_csq - 2 * {c}_r * {c}_cu + {c}_r * {c}_r * usage_sq) "
+        f"/ NULLIF(usage_hours * usage_hours, 0) AS {c}_robust" for c in rules.CRASH_MEASURES]
+    # never narrower than Poisson (C / H^2), as rates.py: see docs/rates.md
+    floors = [f"CASE WHEN {c}_robust > {c}_r / NULLIF(usage_hours, 0) THEN {c}_robust "
+              f"ELSE {c}_r / NULLIF(usage_hours, 0) END AS {c}_var" for c in rules.CRASH_MEASURES]
+    columns = ["activity_date", *dims, "usage_hours", "client_count"]
+    for c in rules.CRASH_MEASURES:
+        spread = f"{Z95} * sqrt(CASE WHEN {c}_var > 0 THEN {c}_var ELSE 0 END)"
+        columns += [
+            c,
+            f"1000 * {c}_r AS {c}_per_1000h",
+            f"1000 * CASE WHEN {c}_r - {spread} > 0 THEN {c}_r - {spread} ELSE 0 END "
+            f"AS {c}_lower",
+            f"1000 * ({c}_r + {spread}) AS {c}_upper",
+        ]
+    group = ", ".join(str(i + 1) for i in range(1 + len(dims)))
+    dim_columns = ", ".join(f"dimensions->>'{d}' AS {d}" for d in dims)
+    return (
+        f"WITH sums AS (SELECT activity_date, {dim_columns}, {', '.join(sums)} "
+        f"FROM crash_aggregates GROUP BY {group}), "
+        f"ratios AS (SELECT *, {', '.join(ratios)} FROM sums), "
+        f"robust AS (SELECT *, {', '.join(variances)} FROM ratios), "
+        f"variances AS (SELECT *, {', '.join(floors)} FROM robust) "
+        f"SELECT {', '.join(columns)} FROM variances"
+    )
+
+
+VIEWS: tuple[tuple[str, str], ...] = ((VIEW_FLAT, flat_view()), (VIEW_RATES, rates_view()))

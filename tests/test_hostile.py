@@ -1,0 +1,193 @@
+"""Hostile and broken input: corrupt files, huge lines, deep nesting, garbage dimensions."""
+
+from __future__ import annotations
+
+import gzip
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import zstandard
+from click.testing import CliRunner
+
+from conftest import main_ping, write_ping_file
+from crash_rate_aggregates import rules
+from crash_rate_aggregates.cli import cli
+from crash_rate_aggregates.engines.local import ScanSpec, scan
+from crash_rate_aggregates.sources import MAX_LINE_BYTES, PingFile, PingStore
+from crash_rate_aggregates.stores.base import open_store
+
+DAY = date(2016, 3, 14)
+FOLDER = "submission_date=2016-03-14"
+
+
+def invoke(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def good_store(root: Path, files: int = 3) -> Path:
+    for index in range(files):
+        write_ping_file(root / FOLDER / f"part-{index}.json.gz",
+                        [main_ping(f"d{index}-{i}", f"c{i}") for i in range(50)])
+    return root
+
+
+def _truncated_gzip() -> bytes:
+    data = gzip.compress(b"".join(orjson.dumps(main_ping(f"t{i}")) + b"\n" for i in range(500)))
+    return data[: len(data) // 2]
+
+
+def _truncated_zstd() -> bytes:
+    data = zstandard.ZstdCompressor().compress(
+        b"".join(orjson.dumps(main_ping(f"z{i}")) + b"\n" for i in range(500)))
+    return data[: len(data) // 2]
+
+
+CORRUPT = {
+    "truncated.json.gz": _truncated_gzip(),
+    "truncated.json.zst": _truncated_zstd(),
+    "not-compressed.json.gz": orjson.dumps(main_ping("plain")) + b"\n",
+    "garbage.ndjson.zst": b"\x00\x01 not zstd at all",
+}
+
+
+@pytest.mark.parametrize("name", sorted(CORRUPT))
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_corrupt_file_fails_the_date_by_default(tmp_path: Path, name: str, workers: str) -> None:
+    root = good_store(tmp_path / "pings")
+    db = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    common = ["fill", "--input", str(root), "--from", "2016-03-14", "--to", "2016-03-14",
+              "--db", db, "--workers", workers]
+    assert invoke(*common)[0] == 0
+    before = open_store(db).read_rows()
+    (root / FOLDER / name).write_bytes(CORRUPT[name])
+    code, out, err = invoke(*common)
+    assert code == 1
+    assert out.startswith("2016-03-14 FAILED: ") and name in out and out.count("\n") == 1
+    assert "Traceback" not in out + err
+    assert open_store(db).read_rows() == before
+
+
+@pytest.mark.parametrize("name", sorted(CORRUPT))
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_skip_counts_the_corrupt_file_and_keeps_the_rest(tmp_path: Path, name: str,
+                                                         workers: str) -> None:
+    root = good_store(tmp_path / "pings")
+    clean = f"sqlite:///{tmp_path / 'clean.sqlite'}"
+    skipped = f"sqlite:///{tmp_path / 'skip.sqlite'}"
+    common = ["fill", "--input", str(root), "--from", "2016-03-14", "--to", "2016-03-14",
+              "--workers", workers]
+    assert invoke(*common, "--db", clean)[0] == 0
+    (root / FOLDER / name).write_bytes(CORRUPT[name])
+    code, out, err = invoke(*common, "--db", skipped, "--on-corrupt-file", "skip")
+    assert code == 0, out + err
+    assert "main_processed=150 " in out and "corrupt_files=1 (skipped)" in out
+    assert f"skipped a corrupt file: {root / FOLDER / name}" in err
+    assert open_store(skipped).read_rows() == open_store(clean).read_rows()
+    [run] = open_store(skipped).read_runs()
+    assert run[rules.CORRUPT_FILES] == 1 and run[rules.MAIN_PROCESSED] == 150
+
+
+def test_a_file_gone_between_listing_and_reading(tmp_path: Path) -> None:
+    store = PingStore(str(good_store(tmp_path / "pings", files=1)))
+    ghost = PingFile(str(tmp_path / "pings" / FOLDER / "vanished.json"), 10)
+    files = [*store.files_for_date(DAY), ghost]
+    with pytest.raises(Exception, match=r"vanished\.json: cannot open"):
+        scan(store, files, ScanSpec(DAY, frozenset([DAY])))
+    result = scan(store, files, ScanSpec(DAY, frozenset([DAY]), skip_corrupt=True))
+    counters = result.aggregators[DAY].counters
+    assert counters[rules.CORRUPT_FILES] == 1 and counters[rules.MAIN_PROCESSED] == 50
+
+
+def _counters(tmp_path: Path, lines: list[Any]) -> dict[str, int]:
+    write_ping_file(tmp_path / "pings" / FOLDER / "p.json", lines)
+    store = PingStore(str(tmp_path / "pings"))
+    result = scan(store, store.files_for_date(DAY), ScanSpec(DAY, frozenset([DAY])))
+    return {k: v for k, v in result.aggregators[DAY].counters.items() if v}
+
+
+def test_hostile_documents_are_counted_not_fatal(tmp_path: Path) -> None:
+    deep = b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    huge_int = orjson.dumps(main_ping("h")).replace(b'"subsessionLength":3600',
+                                                    b'"subsessionLength":' + b"9" * 5000)
+    nul_bytes = b'{"type": "main",\x00 "id": "n"}'
+    control = main_ping("ctl")
+    control["environment"]["system"]["os"]["version"] = "10\x01\x1f\x7f\u2028\x00end"
+    counters = _counters(tmp_path, [deep, huge_int, nul_bytes, control, b"\xc0\xaf{}"])
+    assert counters == {rules.MALFORMED_LINES: 4, rules.MAIN_PROCESSED: 1}
+
+
+def test_dimension_values_of_megabytes_are_cut(tmp_path: Path) -> None:
+    ping = main_ping("big")
+    ping["environment"]["system"]["os"]["version"] = "v" * (3 << 20)
+    write_ping_file(tmp_path / "pings" / FOLDER / "p.json", [ping])
+    db = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    assert invoke("fill", "--input", str(tmp_path / "pings"), "--from", "2016-03-14",
+                  "--to", "2016-03-14", "--db", db)[0] == 0
+    [(_, row)] = open_store(db).read_rows()
+    assert row.dimensions["os_version"] == "v" * rules.MAX_DIMENSION_CHARS
+
+
+def test_a_line_of_hundreds_of_megabytes_in_bounded_memory(tmp_path: Path) -> None:
+    folder = tmp_path / "pings" / FOLDER
+    folder.mkdir(parents=True)
+    with gzip.open(folder / "huge.json.gz", "wb", compresslevel=1) as out:
+        out.write(orjson.dumps(main_ping("before")) + b"\n")
+        out.write(b'{"type": "main", "junk": "')
+        block = b"x" * (1 << 20)
+        for _ in range(400):  # a 400 MB line
+            out.write(block)
+        out.write(b'"}\n')
+        out.write(orjson.dumps(main_ping("after")) + b"\n")
+    assert 400 * (1 << 20) > 20 * MAX_LINE_BYTES
+    job = subprocess.run(
+        [sys.executable, "-c",
+         "import resource, sys\n"
+         "from crash_rate_aggregates.cli import main\n"
+         "sys.argv = ['crash-aggregates', 'fill', '--input', sys.argv[1], '--from', "
+         "'2016-03-14', '--to', '2016-03-14', '--db', sys.argv[2], '--workers', '1']\n"
+         "try:\n    main()\nfinally:\n"
+         # VmHWM: the peak of this program (ru_maxrss would include the forking parent's)
+         "    print('maxrss', [line.split()[1] for line in open('/proc/self/status')\n"
+         "                     if line.startswith('VmHWM')][0])\n",
+         str(tmp_path / "pings"), f"sqlite:///{tmp_path / 'db.sqlite'}"],
+        capture_output=True, text=True, timeout=120)
+    assert "main_processed=2 " in job.stdout and "malformed_lines=1 " in job.stdout, job.stderr
+    peak_mb = int(job.stdout.split("maxrss")[1]) / 1024
+    assert 20 < peak_mb < 250, peak_mb
+
+
+def test_garbage_dimensions_trip_the_cardinality_guard(tmp_path: Path) -> None:
+    pings = []
+    for number in range(3000):
+        ping = main_ping(f"g{number}", f"c{number}")
+        ping["meta"]["geoCountry"] = f"garbage-{number}"
+        pings.append(ping)
+    write_ping_file(tmp_path / "pings" / FOLDER / "p.json", pings)
+    db = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    common = ["fill", "--input", str(tmp_path / "pings"), "--from", "2016-03-14", "--to",
+              "2016-03-14", "--db", db, "--workers", "1"]
+    code, out, _ = invoke(*common, "--max-aggregates", "1000")
+    assert code == 1
+    assert out.strip() == ("2016-03-14 FAILED: 2016-03-14: more than 1,000 distinct aggregates; "
+                           "country alone has 1,000 values: garbage in the pings? "
+                           "(--max-aggregates raises the limit)")
+    code, out, _ = invoke(*common)  # under the default limit the same day is fine
+    assert code == 0 and out.startswith("2016-03-14 ok: 3000 rows")
+
+
+def test_every_zstd_frame_is_read(tmp_path: Path) -> None:
+    compressor = zstandard.ZstdCompressor()
+    frames = [compressor.compress(orjson.dumps(main_ping(f"f{i}", f"c{i}")) + b"\n")
+              for i in range(3)]
+    path = tmp_path / "pings" / FOLDER / "frames.json.zst"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"".join(frames))  # as `cat a.zst b.zst c.zst` makes
+    store = PingStore(str(tmp_path / "pings"))
+    result = scan(store, store.files_for_date(DAY), ScanSpec(DAY, frozenset([DAY])))
+    assert result.aggregators[DAY].counters[rules.MAIN_PROCESSED] == 3

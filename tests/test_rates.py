@@ -1,0 +1,347 @@
+"""Crash rates, intervals and comparisons, against values computed independently of rates.py:
+published tables, sums done by hand, closed forms, and a differently written sandwich."""
+
+from __future__ import annotations
+
+import math
+from datetime import date
+
+import numpy as np
+import pytest
+
+from conftest import crash_ping, main_ping, to_bytes
+from crash_rate_aggregates import rules
+from crash_rate_aggregates.aggregation import DateAggregator, DateBatch
+from crash_rate_aggregates.rates import (
+    Z95,
+    Rate,
+    add_stats,
+    compare,
+    crash_rate,
+    exact_poisson_limits,
+    naive_poisson_interval,
+    robust_variance,
+)
+
+CRASH = "main_crashes"
+
+
+def client_stats(clients: list[tuple[float, float]], crash: str = CRASH) -> dict[str, float]:
+    """The stats of one aggregate whose clients had these (crashes, usage hours)."""
+    return add_stats([{
+        crash: sum(c for c, _ in clients),
+        "usage_hours": sum(h for _, h in clients),
+        "client_count": len(clients),
+        f"client_{crash}_squared": sum(c * c for c, _ in clients),
+        f"client_{crash}_usage_hours": sum(c * h for c, h in clients),
+        "client_usage_hours_squared": sum(h * h for _, h in clients),
+    }])
+
+
+def poisson_stats(crashes: float, hours: float) -> dict[str, float]:
+    """One client: the sandwich is 0, so the design effect is 1 and the intervals are the plain
+    Poisson ones, which published tables give."""
+    return client_stats([(crashes, hours)])
+
+
+# -- add_stats --------------------------------------------------------------------------------
+
+
+def test_add_stats_sums_key_by_key_and_fills_all_29() -> None:
+    total = add_stats([{"usage_hours": 2.5, "main_crashes": 1}, {"usage_hours": 1.5}])
+    assert set(total) == set(rules.STATS) and len(total) == 29
+    assert total["usage_hours"] == 4.0 and total["main_crashes"] == 1.0
+    assert total["client_gpu_crashes_usage_hours"] == 0.0
+    assert add_stats([]) == dict.fromkeys(rules.STATS, 0.0)
+
+
+# -- exact Poisson limits: Garwood's table ----------------------------------------------------
+
+# 95% limits of a Poisson mean, as printed in e.g. Sahai & Khurshid (1993), table 1.
+GARWOOD_95 = [
+    (0, 0.0, 3.689),
+    (1, 0.0253, 5.572),
+    (2, 0.2422, 7.225),
+    (5, 1.624, 11.67),
+    (10, 4.795, 18.39),
+]
+
+
+@pytest.mark.parametrize(("count", "lower", "upper"), GARWOOD_95)
+def test_exact_poisson_limits_match_published_table(count: int, lower: float,
+                                                    upper: float) -> None:
+    low, high = exact_poisson_limits(count)
+    assert low == pytest.approx(lower, rel=1e-3, abs=1e-9)
+    assert high == pytest.approx(upper, rel=1e-3)
+
+
+def test_exact_poisson_limits_of_a_fractional_count_lie_between_its_neighbours() -> None:
+    low, high = exact_poisson_limits(1.5)
+    assert 0.0253 < low < 0.2422 and 5.572 < high < 7.225
+
+
+def test_exact_poisson_limits_at_90_percent() -> None:
+    # Count 0 at 90%: the upper limit solves exp(-m) = 0.05.
+    low, high = exact_poisson_limits(0, 0.90)
+    assert low == 0.0 and high == pytest.approx(-math.log(0.05))
+
+
+def test_naive_poisson_interval_is_the_table_over_the_hours() -> None:
+    stats = client_stats([(5, 100.0), (0, 400.0)])  # clustered, but naive ignores it
+    low, high = naive_poisson_interval(stats, CRASH)
+    assert low == pytest.approx(1.624 / 500 * 1000, rel=1e-3)
+    assert high == pytest.approx(11.67 / 500 * 1000, rel=1e-3)
+
+
+# -- the cluster-robust variance --------------------------------------------------------------
+
+
+def test_robust_variance_by_hand() -> None:
+    # Clients (crashes c, hours h): a (3, 2), b (0, 4), c (1, 4).
+    # C = 4, H = 10, r = 0.4; sum c^2 = 9 + 0 + 1 = 10, sum c h = 6 + 0 + 4 = 10,
+    # sum h^2 = 4 + 16 + 16 = 36. Residuals c - r h: 2.2, -1.6, -0.6, squares 4.84 + 2.56 +
+    # 0.36 = 7.76 = 10 - 2 * 0.4 * 10 + 0.16 * 36. Var = 3/2 * 7.76 / 10^2 = 0.1164.
+    stats = {"main_crashes": 4.0, "usage_hours": 10.0, "client_count": 3.0,
+             "client_main_crashes_squared": 10.0, "client_main_crashes_usage_hours": 10.0,
+             "client_usage_hours_squared": 36.0}
+    assert robust_variance(stats, CRASH) == pytest.approx(0.1164, rel=1e-12)
+
+
+def test_robust_variance_by_hand_through_the_pipeline() -> None:
+    # The same three clients as pings: a's 2 hours in two main pings and 3 crash pings, b one
+    # main ping of 4 hours, c one main ping of 4 hours and one crash ping.
+    pings = [
+        main_ping("a1", "a", length=3600), main_ping("a2", "a", length=3600),
+        *(crash_ping(f"ax{i}", "a") for i in range(3)),
+        main_ping("b1", "b", length=4 * 3600),
+        main_ping("c1", "c", length=4 * 3600), crash_ping("cx", "c"),
+    ]
+    batch = DateBatch()
+    for ping in pings:
+        outcome = rules.evaluate_line(to_bytes(ping), date(2016, 3, 14))
+        assert outcome is not None
+        batch.add(outcome)
+    aggregator = DateAggregator()
+    aggregator.add(batch.freeze())
+    stats = add_stats(row.stats for row in aggregator.finish())
+    assert robust_variance(stats, CRASH) == pytest.approx(0.1164, rel=1e-12)
+
+
+def test_robust_variance_matches_the_delta_method_on_per_client_lists() -> None:
+    # Written independently: the delta method for r = mean(c) / mean(h), with the sample
+    # covariance matrix of (c_i, h_i) (numpy, ddof=1); equal to the sandwich with n/(n-1).
+    rng = np.random.default_rng(7)
+    for clients in (2, 5, 40, 1000):
+        hours = rng.gamma(0.8, 7.5, clients)
+        crashes = rng.poisson(0.05 * hours * rng.gamma(0.5, 2.0, clients)).astype(float)
+        crashes[0] += 30  # one client in a crash loop
+        ratio = crashes.mean() / hours.mean()
+        gradient = np.array([1 / hours.mean(), -ratio / hours.mean()])
+        expected = gradient @ np.cov(np.vstack((crashes, hours))) @ gradient / clients
+        stats = client_stats(list(zip(crashes.tolist(), hours.tolist(), strict=True)))
+        assert robust_variance(stats, CRASH) == pytest.approx(float(expected), rel=1e-9)
+
+
+def test_robust_variance_of_other_crash_measures_and_bad_names() -> None:
+    stats = client_stats([(3, 2.0), (0, 4.0), (1, 4.0)], crash="gpu_crashes")
+    assert robust_variance(stats, "gpu_crashes") == pytest.approx(0.1164)
+    with pytest.raises(ValueError, match="not a crash measure"):
+        robust_variance(stats, "usage_hours")
+    with pytest.raises(ValueError, match="no usage hours"):
+        robust_variance(client_stats([(1, 0.0)]), CRASH)
+
+
+# -- one rate ---------------------------------------------------------------------------------
+
+
+def test_small_count_without_clustering_is_the_exact_poisson_table() -> None:
+    # Five clients of 100 hours with one crash each: residuals all 0, design effect 1.
+    rate = crash_rate(client_stats([(1, 100.0)] * 5), CRASH)
+    assert rate.method == "exact" and rate.rate == pytest.approx(10.0)
+    assert rate.lower == pytest.approx(1.624 / 500 * 1000, rel=1e-3)
+    assert rate.upper == pytest.approx(11.67 / 500 * 1000, rel=1e-3)
+
+
+def test_small_count_with_clustering_uses_effective_counts() -> None:
+    # Five clients of 10 hours, crashes 4, 0, 4, 0, 2: C = 10, H = 50, r h_i = 2, residuals
+    # 2, -2, 2, -2, 0: sum of squares 16; Var H^2 = 5/4 * 16 = 20 = 2 C: design effect 2.
+    # Effective count 10 / 2 = 5 over 50 / 2 = 25 hours: the table's (1.624, 11.67) / 25.
+    rate = crash_rate(client_stats([(4, 10.0), (0, 10.0), (4, 10.0), (0, 10.0), (2, 10.0)]),
+                      CRASH)
+    assert rate.method == "exact" and rate.rate == pytest.approx(200.0)
+    assert rate.lower == pytest.approx(1.624 / 25 * 1000, rel=1e-3)
+    assert rate.upper == pytest.approx(11.67 / 25 * 1000, rel=1e-3)
+    assert rate.clients == 5 and rate.crashes == 10 and rate.usage_hours == 50
+
+
+def test_large_count_uses_the_robust_normal_interval() -> None:
+    # Four clients of 10 hours, crashes 10, 2, 6, 6: C = 24, H = 40, r = 0.6, residuals 4, -4,
+    # 0, 0: sum of squares 32; Var = 4/3 * 32 / 40^2 (more than Poisson's 24 / 40^2).
+    rate = crash_rate(client_stats([(10, 10.0), (2, 10.0), (6, 10.0), (6, 10.0)]), CRASH)
+    half_width = 1.959964 * math.sqrt(4 / 3 * 32) / 40 * 1000
+    assert rate.method == "robust" and rate.rate == pytest.approx(600.0)
+    assert rate.lower == pytest.approx(600.0 - half_width, rel=1e-6)
+    assert rate.upper == pytest.approx(600.0 + half_width, rel=1e-6)
+
+
+def test_robust_interval_lower_end_is_clamped_at_zero() -> None:
+    # All 20 crashes from a client of 1 hour, among 100 hours: residuals +-19.8.
+    rate = crash_rate(client_stats([(20, 1.0), (0, 99.0)]), CRASH)
+    assert rate.method == "robust" and rate.lower == 0.0
+    assert rate.upper == pytest.approx(200 + 1.959964 * math.sqrt(2 * 2 * 19.8**2) / 100 * 1000,
+                                       rel=1e-6)
+
+
+def test_zero_usage_has_no_rate() -> None:
+    rate = crash_rate(add_stats([{"main_crashes": 2.0}]), CRASH)
+    assert rate == Rate(CRASH, 2.0, 0.0, 0.0, None, None, None, "none", False)
+    assert naive_poisson_interval(add_stats([]), CRASH) == (0.0, math.inf)
+
+
+def test_zero_crashes_give_the_rule_of_three() -> None:
+    rate = crash_rate(client_stats([(0, 200.0), (0, 300.0)]), CRASH)
+    assert rate.method == "exact" and rate.rate == 0.0 and rate.lower == 0.0
+    assert rate.upper == pytest.approx(3.689 / 500 * 1000, rel=1e-3)
+    assert rate.enough_usage
+
+
+def test_one_client_is_never_narrower_than_poisson() -> None:
+    # One client: the sandwich is 0 (nothing to compare the client with); the interval falls
+    # back to Poisson's variance C / H^2 instead of collapsing to a point.
+    stats = poisson_stats(30, 1000.0)
+    assert robust_variance(stats, CRASH) == 0.0
+    rate = crash_rate(stats, CRASH)
+    assert rate.method == "robust"
+    assert rate.upper == pytest.approx(30 + 1.959964 * math.sqrt(30), rel=1e-6)
+
+
+def test_options_of_crash_rate() -> None:
+    stats = client_stats([(1, 100.0)] * 5)
+    assert not crash_rate(stats, CRASH, min_usage_hours=501).enough_usage
+    assert crash_rate(stats, CRASH, min_usage_hours=500).enough_usage
+    assert crash_rate(stats, CRASH, small_count=5).method == "robust"
+    per_hour = crash_rate(stats, CRASH, per=1.0)
+    assert per_hour.rate == pytest.approx(0.01)
+    wider = crash_rate(stats, CRASH, confidence=0.99)
+    assert wider.lower is not None and wider.upper is not None
+    assert wider.lower < 1.624 / 500 * 1000 and wider.upper > 11.67 / 500 * 1000
+    assert Z95 == pytest.approx(1.959964, abs=1e-6)
+    with pytest.raises(ValueError, match="confidence"):
+        crash_rate(stats, CRASH, confidence=95)
+
+
+# -- comparisons ------------------------------------------------------------------------------
+
+
+def binomial_tail(k: int, n: int, p: float) -> float:
+    """P(X >= k) for X ~ binomial(n, p), summed term by term."""
+    return sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k, n + 1))
+
+
+def test_compare_textbook_conditional_binomial() -> None:
+    # 10 crashes in 1000 h against 2 in 1000 h: given 12 crashes, the candidate's share is
+    # binomial(12, 1/2) when the rates are equal. Two-sided p: P(X >= 10) + P(X <= 2) =
+    # 2 * (1 + 12 + 66) / 4096 = 158 / 4096.
+    result = compare(poisson_stats(10, 1000.0), poisson_stats(2, 1000.0), CRASH)
+    assert result.ratio == pytest.approx(5.0)
+    assert result.p_value == pytest.approx(158 / 4096, rel=1e-9)
+    assert result.p_value == pytest.approx(0.03857, abs=1e-5)
+    assert result.verdict == "regression"
+    # Clopper-Pearson: the share interval's ends p solve P(X >= 10 | p) = 2.5% and
+    # P(X <= 10 | p) = 2.5%; with equal hours the ratio is p / (1 - p).
+    assert result.lower is not None and result.upper is not None
+    low_share, high_share = result.lower / (1 + result.lower), result.upper / (1 + result.upper)
+    assert binomial_tail(10, 12, low_share) == pytest.approx(0.025, rel=1e-6)
+    assert 1 - binomial_tail(11, 12, high_share) == pytest.approx(0.025, rel=1e-6)
+    assert 1 < result.lower < 5 < result.upper
+
+
+def test_compare_exact_case_with_unequal_hours() -> None:
+    # 0 crashes in 2000 h against 10 in 1000 h: k = 0 of 10, expected share 2/3. p = P(X = 0)
+    # doubled by the two-sided rule = (1/3)^10 (nothing is as unlikely on the other side).
+    # The share's upper end solves (1 - p)^10 = 2.5%; the ratio is p / (1 - p) * 1000 / 2000.
+    result = compare(poisson_stats(0, 2000.0), poisson_stats(10, 1000.0), CRASH)
+    assert result.ratio == 0.0 and result.lower == 0.0
+    share = 1 - 0.025 ** (1 / 10)
+    assert result.upper == pytest.approx(share / (1 - share) / 2, rel=1e-6)
+    assert result.p_value == pytest.approx((1 / 3) ** 10, rel=1e-6)
+    assert result.verdict == "improvement"
+
+
+def test_compare_exact_case_uses_design_effects() -> None:
+    # The candidate's 10 crashes come with design effect 2 (see the effective-count test
+    # above, scaled to 100 hours a client): effective 5 crashes in 250 h, against the
+    # baseline's 2 in 500 h. Share of 7 crashes expected under equal rates: 250/750 = 1/3.
+    candidate = client_stats([(4, 100.0), (0, 100.0), (4, 100.0), (0, 100.0), (2, 100.0)])
+    result = compare(candidate, poisson_stats(2, 500.0), CRASH, min_usage_hours=500)
+    assert result.ratio == pytest.approx((10 / 500) / (2 / 500))
+    two_sided = sum(
+        math.comb(7, k) * (1 / 3) ** k * (2 / 3) ** (7 - k) for k in range(8)
+        if math.comb(7, k) * (1 / 3) ** k * (2 / 3) ** (7 - k)
+        <= math.comb(7, 5) * (1 / 3) ** 5 * (2 / 3) ** 2 * (1 + 1e-7)
+    )
+    assert result.p_value == pytest.approx(two_sided, rel=1e-9)
+    assert result.verdict == "no significant change"
+    assert result.lower is not None and result.lower < 1
+
+
+def test_compare_wald_log_ratio_by_hand() -> None:
+    # Candidate: five clients of 200 h, crashes 16, 8, 16, 8, 12: C = 60, H = 1000, r h_i = 12,
+    # residuals 4, -4, 4, -4, 0, sum of squares 64; Var H^2 = 5/4 * 64 = 80 = 4/3 C: design
+    # effect 4/3. Baseline: one client, 30 crashes in 1000 h: design effect 1.
+    # log ratio = ln 2; se^2 = (4/3)/60 + 1/30 = 1/18.
+    candidate = client_stats([(16, 200.0), (8, 200.0), (16, 200.0), (8, 200.0), (12, 200.0)])
+    result = compare(candidate, poisson_stats(30, 1000.0), CRASH)
+    se = math.sqrt(1 / 18)
+    assert result.ratio == pytest.approx(2.0)
+    assert result.lower == pytest.approx(math.exp(math.log(2) - 1.959964 * se), rel=1e-6)
+    assert result.upper == pytest.approx(math.exp(math.log(2) + 1.959964 * se), rel=1e-6)
+    assert result.p_value == pytest.approx(math.erfc(math.log(2) / se / math.sqrt(2)), rel=1e-6)
+    assert result.verdict == "regression"
+    assert result.candidate.method == "robust" and result.baseline.method == "robust"
+
+
+def test_compare_wald_no_significant_change_and_improvement() -> None:
+    same = compare(poisson_stats(50, 1000.0), poisson_stats(45, 1000.0), CRASH)
+    assert same.verdict == "no significant change"
+    assert same.lower is not None and same.upper is not None and same.lower < 1 < same.upper
+    # ln(58/40) = 0.372, se = sqrt(1/58 + 1/40) = 0.205: the interval starts at 0.97.
+    close = compare(poisson_stats(58, 1000.0), poisson_stats(40, 1000.0), CRASH)
+    assert close.lower == pytest.approx(0.969, abs=1e-3)
+    assert close.verdict == "no significant change"
+    mirrored = compare(poisson_stats(40, 1000.0), poisson_stats(58, 1000.0), CRASH)
+    assert mirrored.upper == pytest.approx(1 / 0.969, abs=1e-3)
+    assert mirrored.verdict == "no significant change"
+    better = compare(poisson_stats(25, 1000.0), poisson_stats(60, 1000.0), CRASH)
+    assert better.verdict == "improvement"
+    assert better.upper is not None and better.upper < 1
+
+
+def test_compare_waits_for_enough_usage() -> None:
+    result = compare(poisson_stats(10, 999.0), poisson_stats(2, 5000.0), CRASH)
+    assert result.verdict == "not enough usage yet"
+    assert (result.ratio, result.lower, result.upper, result.p_value) == (None,) * 4
+    assert result.candidate.rate == pytest.approx(10 / 999 * 1000)
+    assert not result.candidate.enough_usage and result.baseline.enough_usage
+    assert compare(poisson_stats(10, 5000.0), poisson_stats(2, 999.0), CRASH).verdict == (
+        "not enough usage yet")
+    assert compare(poisson_stats(10, 999.0), poisson_stats(2, 5000.0), CRASH,
+                   min_usage_hours=900).verdict == "regression"
+
+
+def test_compare_without_any_usage_or_crash() -> None:
+    nothing = add_stats([])
+    result = compare(nothing, nothing, CRASH, min_usage_hours=0)
+    assert result.verdict == "not enough usage yet"
+    assert result.candidate.method == "none"
+    quiet = compare(poisson_stats(0, 1000.0), poisson_stats(0, 1000.0), CRASH)
+    assert quiet.ratio is None and quiet.p_value == 1.0
+    assert (quiet.lower, quiet.upper) == (0.0, math.inf)
+    assert quiet.verdict == "no significant change"
+
+
+def test_compare_against_a_baseline_without_crashes() -> None:
+    result = compare(poisson_stats(12, 1000.0), poisson_stats(0, 1000.0), CRASH)
+    assert result.ratio == math.inf and result.upper == math.inf
+    assert result.p_value == pytest.approx(2 * 0.5**12, rel=1e-9)
+    assert result.verdict == "regression"
