@@ -477,6 +477,12 @@ def serve(db_url: str | None, config_path: Path | None, host: str, port: int,
 
 
 def main() -> None:
+    import logging
+
+    # Driver warnings (psycopg's "error ignored terminating Copy" after a lost connection)
+    # would print beside the one-line errors this command gives for the same event.
+    logging.getLogger("psycopg").addHandler(logging.NullHandler())
+    logging.getLogger("psycopg").propagate = False
     try:
         cli(prog_name="crash-aggregates")
     except CrashAggregatesError as exc:

@@ -15,6 +15,7 @@ from .engines.local import Progress, ScanResult, ScanSpec, scan, scan_jobs
 from .errors import CrashAggregatesError, UsageError
 from .sources import PingFile, PingStore
 from .stores.base import RunRecord, Store, open_store
+from .stores.parquet import ParquetStore
 
 #: Per date: its rows, its counters, and notes (skipped corrupt files).
 DateRows = dict[date, tuple[list[Aggregate], dict[str, int], list[str]]]
@@ -102,6 +103,14 @@ class SilentReporter:
 
     def date_done(self, report: DateReport) -> None:
         pass
+
+
+class _PartlyWritten(CrashAggregatesError):
+    """A date that reached the first `written` stores but not the others."""
+
+    def __init__(self, message: str, written: int) -> None:
+        super().__init__(message)
+        self.written = written
 
 
 def _rows(result: ScanResult) -> DateRows:
@@ -197,12 +206,18 @@ class _Job:
                 self._partitioned_dates(pings, group)
 
     def _skip(self, day: date) -> bool:
-        """--skip-existing: the date's last run completed, on the same input."""
+        """--skip-existing: in every store, the date's last run is the same completed run, on
+        the same input (a job killed between the database and Parquet is not done)."""
         if not self.settings.skip_existing:
             return False
-        runs = self.stores[0].read_runs(day)
-        if not runs or runs[-1]["status"] != "completed" \
-                or runs[-1]["input_url"] != self.settings.input_url:
+        last = []
+        for store in self.stores:
+            runs = store.read_runs(day)
+            if not runs:
+                return False
+            last.append(runs[-1])
+        if any(run["status"] != "completed" or run["input_url"] != self.settings.input_url
+               or run["run_id"] != last[0]["run_id"] for run in last):
             return False
         self._done(DateReport(day, "skipped"))
         return True
@@ -231,7 +246,7 @@ class _Job:
             try:
                 self._write(day, rows, counters, notes, started, clock, 0)
             except CrashAggregatesError as exc:
-                self._failed(day, started, clock, str(exc))
+                self._failed(day, started, clock, str(exc), written=getattr(exc, "written", 0))
 
     def _spec(self, layout_date: date | None, wanted: list[date]) -> ScanSpec:
         return ScanSpec(layout_date, frozenset(wanted), self.settings.sample_below,
@@ -249,7 +264,7 @@ class _Job:
             per_date, _ = self._aggregate(pings, files, self._spec(day, [day]), progress)
             self._write(day, *per_date[day], started, clock, 0)
         except CrashAggregatesError as exc:
-            self._failed(day, started, clock, str(exc))
+            self._failed(day, started, clock, str(exc), written=getattr(exc, "written", 0))
 
     def _flat(self, pings: PingStore, days: list[date]) -> None:
         started, clock = datetime.now(UTC), time.monotonic()
@@ -267,25 +282,51 @@ class _Job:
             try:
                 self._write(day, *per_date[day], started, clock, undated)
             except CrashAggregatesError as exc:
-                self._failed(day, started, clock, str(exc), undated)
+                self._failed(day, started, clock, str(exc), undated,
+                             written=getattr(exc, "written", 0))
 
     def _write(self, day: date, rows: list[Aggregate], counters: dict[str, int],
                notes: list[str], started: datetime, clock: float, undated: int) -> None:
         seconds = time.monotonic() - clock
         run = RunRecord(self.report.run_id, day, "completed", started, seconds, len(rows),
                         self.settings.input_url, __version__, counters, undated)
-        for store in self.stores:  # each store all or nothing; the database first
-            store.replace_date(day, rows, run)
+        # Two phases across stores: Parquet's new partition is written aside first (what a full
+        # disk breaks), then the database commits, then the partition is swapped in (renames).
+        staged = []
+        try:
+            for store in self.stores:
+                if isinstance(store, ParquetStore):
+                    staged.append((store, store.prepare(day, rows, run)))
+            for store in self.stores:
+                if not isinstance(store, ParquetStore):
+                    store.replace_date(day, rows, run)
+        except BaseException:
+            for _, partition in staged:
+                partition.abort()
+            raise
+        for store, partition in staged:
+            try:
+                partition.commit()
+            except CrashAggregatesError as exc:
+                # Rare (a rename failed): the database holds the new rows and says so; the date
+                # still fails, so a re-run (or --skip-existing, which compares the stores)
+                # brings Parquet along.
+                written = self.stores.index(store)
+                if not written:
+                    raise
+                done = ", ".join(s.url for s in self.stores[:written])
+                raise _PartlyWritten(f"written to {done} but not to {store.url}: {exc}",
+                                     written) from None
         self._done(DateReport(day, "completed", counters, len(rows), seconds, None, undated,
                               notes))
 
     def _failed(self, day: date, started: datetime, clock: float, error: str,
-                undated: int = 0) -> None:
+                undated: int = 0, written: int = 0) -> None:
         seconds = time.monotonic() - clock
         counters = {name: 0 for name in rules.COUNTERS}
         run = RunRecord(self.report.run_id, day, "failed", started, seconds, 0,
                         self.settings.input_url, __version__, counters, undated, error)
-        for store in self.stores:
+        for store in self.stores[written:]:  # never overwrite a store's completed record
             try:
                 store.record_run(run)
             except CrashAggregatesError:

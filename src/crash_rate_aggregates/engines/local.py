@@ -13,6 +13,7 @@ import multiprocessing
 import os
 import queue
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -202,27 +203,66 @@ def _file_chunks(store: PingStore, file: PingFile, spec: ScanSpec) -> Iterable[C
     return list(chunks) if spec.skip_corrupt else chunks
 
 
+def _die_with_parent() -> None:
+    """On Linux, ask the kernel to kill this worker when its parent dies (SIGKILL included):
+    otherwise a worker can wait for ever to hand its last chunk to nobody."""
+    if sys.platform != "linux":
+        return
+    try:
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass  # then only the queue time-outs below notice an orphan
+
+
+class _Orphaned(Exception):
+    """The parent is gone: nobody will read what this worker makes."""
+
+
 def _worker(store_url: str, tasks: Any, results: Any) -> None:
-    # Ctrl-C reaches the whole process group: the parent stops the workers, so they ignore it
-    # rather than each printing a traceback.
+    # Ctrl-C reaches the whole process group, and a forked worker inherits the command's
+    # SIGTERM handler: the parent stops the workers, so they take neither as their own.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _die_with_parent()
+    parent = multiprocessing.parent_process()
+
+    def call(method: Callable[..., Any], *args: Any) -> Any:
+        """A queue call that gives up when the parent died (SIGKILL) instead of blocking."""
+        while True:
+            try:
+                return method(*args, timeout=1.0)
+            except (queue.Full, queue.Empty):
+                if parent is not None and not parent.is_alive():
+                    raise _Orphaned from None
+
+    try:
+        _work(store_url, lambda: call(tasks.get), lambda item: call(results.put, item))
+    except _Orphaned:
+        os._exit(1)
+
+
+def _work(store_url: str, next_task: Callable[[], Any],
+          send: Callable[[tuple[str, int, Any]], None]) -> None:
     try:
         store = PingStore(store_url)
     except CrashAggregatesError as exc:
-        results.put(("error", -1, str(exc)))
+        send(("error", -1, str(exc)))
         return
-    while (task := tasks.get()) is not None:
+    while (task := next_task()) is not None:
         index, file, spec = task
         try:
             for chunk in _file_chunks(store, file, spec):
-                results.put(("chunk", index, chunk))
-            results.put(("done", index, None))
+                send(("chunk", index, chunk))
+            send(("done", index, None))
         except InputError as exc:
-            results.put(("corrupt" if spec.skip_corrupt else "error", index, str(exc)))
+            send(("corrupt" if spec.skip_corrupt else "error", index, str(exc)))
         except CrashAggregatesError as exc:
-            results.put(("error", index, str(exc)))
+            send(("error", index, str(exc)))
         except Exception as exc:  # never lose a worker silently: name the file
-            results.put(("error", index, f"{file.path}: {type(exc).__name__}: {exc}"))
+            send(("error", index, f"{file.path}: {type(exc).__name__}: {exc}"))
 
 
 def _parallel_chunks(

@@ -61,7 +61,7 @@ class RunRecord:
             self.run_id,
             self.submission_date.isoformat(),
             self.status,
-            self.started_at.isoformat(timespec="seconds"),
+            self.started_at.isoformat(),  # microseconds: two runs in one second still sort
             round(self.duration_seconds, 3),
             self.rows_written,
             self.input_url,

@@ -21,8 +21,11 @@ Replacing a partition, all or nothing:
 from __future__ import annotations
 
 import json
+import os
 import posixpath
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -74,63 +77,68 @@ class ParquetStore:
 
     def replace_date(self, submission_date: date, rows: Sequence[Aggregate],
                      run: RunRecord) -> None:
+        self.prepare(submission_date, rows, run).commit()
+
+    def prepare(self, submission_date: date, rows: Sequence[Aggregate],
+                run: RunRecord) -> Staged:
+        """Write the date's new version where readers do not look yet (the slow part, and the
+        one a full disk breaks); `commit` then makes it the partition, `abort` forgets it.
+        fill prepares Parquet, commits the database, then commits Parquet."""
         name = f"part-{run.run_id}.parquet"
         marker = {"run_id": run.run_id, "files": [name], "rows": len(rows),
                   "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
                   "run": _run_json(run)}
+        target = self.partition(submission_date)
+        if self.local:
+            # The writer's pid in the names: recovery leaves alone what a live job writes.
+            stem = f"{self.staging}/{run.run_id}-{os.getpid()}-{submission_date}"
+            staged = Staged(self, submission_date, target, f"{stem}-new", f"{stem}-old", name,
+                            marker)
+            with self._errors(submission_date):
+                try:
+                    self._write_file(staged.new, name, rows)
+                    self._write_marker(staged.new, marker)
+                except BaseException:
+                    staged.abort()
+                    raise
+        else:
+            staged = Staged(self, submission_date, target, f"{target}/{name}", "", name, marker)
+            with self._errors(submission_date):
+                try:
+                    self._write_file(target, name, rows)
+                except BaseException:
+                    staged.abort()
+                    raise
+        return staged
+
+    @contextmanager
+    def _errors(self, day: date) -> Iterator[None]:
         try:
-            if self.local:
-                self._swap_local(submission_date, rows, name, marker)
-            else:
-                self._replace_remote(submission_date, rows, name, marker)
+            yield
         except OSError as exc:
-            raise StoreError(f"cannot write Parquet for {submission_date} under {self.url}: "
+            raise StoreError(f"cannot write Parquet for {day} under {self.url}: "
                              f"{getattr(exc, 'strerror', None) or exc}") from None
 
-    def _write(self, folder: str, rows: Sequence[Aggregate], name: str,
-               marker: dict[str, Any]) -> None:
+    def _write_file(self, folder: str, name: str, rows: Sequence[Aggregate]) -> None:
         pq = _pyarrow().parquet
         self.fs.makedirs(folder, exist_ok=True)
         with self.fs.open(f"{folder}/{name}", "wb") as out:
             pq.write_table(to_table(rows), out, compression="zstd")
+
+    def _write_marker(self, folder: str, marker: dict[str, Any]) -> None:
         with self.fs.open(f"{folder}/{MARKER}", "wb") as out:
             out.write(json.dumps(marker, indent=1).encode())
 
-    def _swap_local(self, day: date, rows: Sequence[Aggregate], name: str,
-                    marker: dict[str, Any]) -> None:
-        target = self.partition(day)
-        new = f"{self.staging}/{marker['run_id']}-{day}-new"
-        old = f"{self.staging}/{marker['run_id']}-{day}-old"
-        try:
-            self._write(new, rows, name, marker)
-        except BaseException:
-            if self.fs.exists(new):
-                self.fs.rm(new, recursive=True)
-            raise
-        self.fs.makedirs(self.root, exist_ok=True)
-        if self.fs.exists(target):
-            self.fs.mv(target, old, recursive=True)
-        self.fs.mv(new, target, recursive=True)
-        if self.fs.exists(old):
-            self.fs.rm(old, recursive=True)
-
-    def _replace_remote(self, day: date, rows: Sequence[Aggregate], name: str,
-                        marker: dict[str, Any]) -> None:
-        target = self.partition(day)
-        existing = self.fs.ls(target, detail=False) if self.fs.exists(target) else []
-        self._write(target, rows, name, marker)
-        for path in existing:
-            base = posixpath.basename(path.rstrip("/"))
-            if base not in (name, MARKER):
-                self.fs.rm(path)
-
     def _recover(self) -> None:
-        """Finish swaps a crash interrupted: put back an old partition that was moved out and
-        not replaced, and clear what is left in the staging folder."""
+        """Finish swaps a killed job left: put back an old partition that was moved out and
+        not replaced, and clear what is left in the staging folder, but leave alone what a
+        job still running on this machine is writing."""
         if not self.fs.exists(self.staging):
             return
         for path in sorted(self.fs.ls(self.staging, detail=False)):
             base = posixpath.basename(path.rstrip("/"))
+            if _writer_alive(base):
+                continue
             if base.endswith("-old"):
                 day = base[-len("YYYY-MM-DD-old"):-len("-old")]
                 if not self.fs.exists(self.partition(day)):
@@ -176,6 +184,74 @@ class ParquetStore:
 
     def close(self) -> None:
         pass
+
+
+@dataclass
+class Staged:
+    """A prepared partition: `new` (a staged folder, or the new file on object storage)."""
+
+    store: ParquetStore
+    day: date
+    target: str
+    new: str
+    old: str
+    name: str
+    marker: dict[str, Any]
+
+    def commit(self) -> None:
+        with self.store._errors(self.day):
+            if self.store.local:
+                self._swap()
+            else:
+                self._publish()
+
+    def abort(self) -> None:
+        fs = self.store.fs
+        if fs.exists(self.new):
+            fs.rm(self.new, recursive=True)
+
+    def _swap(self) -> None:
+        """Two renames: the old partition out, the new one in; undone on any interruption."""
+        fs = self.store.fs
+        moved_out = False
+        try:
+            fs.makedirs(self.store.root, exist_ok=True)
+            if fs.exists(self.target):
+                fs.mv(self.target, self.old, recursive=True)
+                moved_out = True
+            fs.mv(self.new, self.target, recursive=True)
+        except BaseException:  # an error, Ctrl-C or SIGTERM: put things back as they were
+            if moved_out and not fs.exists(self.target):
+                fs.mv(self.old, self.target, recursive=True)
+            self.abort()
+            raise
+        if fs.exists(self.old):
+            fs.rm(self.old, recursive=True)
+
+    def _publish(self) -> None:
+        """Object storage: `_SUCCESS` names the new file (one atomic PUT), then old files go."""
+        fs = self.store.fs
+        self.store._write_marker(self.target, self.marker)
+        for path in fs.ls(self.target, detail=False):
+            if posixpath.basename(path.rstrip("/")) not in (self.name, MARKER):
+                fs.rm(path)
+
+
+def _writer_alive(staged: str) -> bool:
+    """Whether the process named in a staged folder (`<run>-<pid>-<date>-new|old`) runs."""
+    parts = staged.rsplit("-", 5)  # run id, pid, YYYY, MM, DD, new|old
+    if len(parts) != 6 or not parts[1].isdigit():
+        return False
+    pid = int(parts[1])
+    if pid == os.getpid():
+        return False  # this process is not writing it: a store is opened before writing
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _protocols(fs: Any) -> tuple[str, ...]:

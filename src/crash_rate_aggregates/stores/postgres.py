@@ -119,19 +119,25 @@ class PostgresStore:
         self._psycopg = psycopg
         self.url = redact(url)
         self._secrets = [s for s in (_password(url), os.environ.get("PGPASSWORD")) if s]
-        try:
-            # autocommit: every change happens inside an explicit transaction() block.
-            self.connection = psycopg.connect(
-                url, application_name=APPLICATION_NAME, connect_timeout=10, autocommit=True)
-            self.connection.execute("SET TIME ZONE 'UTC'")
-        except psycopg.Error as exc:
-            raise StoreError(f"cannot connect to PostgreSQL at {self.url}: "
-                             f"{self._message(exc)}") from None
+        self._conninfo = url
+        self.connection = self._connect()
         try:
             self.ensure_schema()
         except BaseException:
             self.connection.close()
             raise
+
+    def _connect(self) -> Any:
+        psycopg = self._psycopg
+        try:
+            # autocommit: every change happens inside an explicit transaction() block.
+            connection = psycopg.connect(self._conninfo, application_name=APPLICATION_NAME,
+                                         connect_timeout=10, autocommit=True)
+            connection.execute("SET TIME ZONE 'UTC'")
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot connect to PostgreSQL at {self.url}: "
+                             f"{self._message(exc)}") from None
+        return connection
 
     def _message(self, exc: BaseException) -> str:
         """The driver's message on one line, without the password."""
@@ -143,6 +149,10 @@ class PostgresStore:
     @contextmanager
     def _transaction(self, doing: str) -> Iterator[Any]:
         psycopg = self._psycopg
+        if self.connection.broken or self.connection.closed:
+            # the server restarted, or a proxy dropped us: the next date gets a new connection
+            self.connection.close()
+            self.connection = self._connect()
         try:
             with self.connection.transaction(), self.connection.cursor() as cursor:
                 yield cursor
