@@ -12,6 +12,13 @@ from typing import Any
 import orjson
 import pytest
 import zstandard
+from hypothesis import settings
+
+# In CI (CI=true) Hypothesis draws the same examples every run, so a red build always means a
+# change broke something; locally each run explores new examples.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 Line = bytes | dict[str, Any]
 

@@ -24,6 +24,7 @@ counts add up to `main_processed`; and the rows can be written (COPY text, Arrow
 
 from __future__ import annotations
 
+import copy
 import gzip
 import importlib.util
 import json
@@ -50,6 +51,10 @@ from crash_rate_aggregates.engines.local import ScanSpec, scan
 from crash_rate_aggregates.errors import InputError
 from crash_rate_aggregates.sources import PingStore
 from crash_rate_aggregates.stores.postgres import copy_blocks
+
+FUZZ = Path(__file__).parents[1] / "fuzz"
+sys.path.insert(0, str(FUZZ))
+import fuzz_common  # noqa: E402  (the harnesses' shared model, in fuzz/)
 
 ROOT = Path(__file__).parents[1]
 REFERENCE = Path(__file__).parent / "data" / "reference"
@@ -256,7 +261,9 @@ def _set_walk(doc: Any, walk: list[int], value: Any) -> Any:
 def mutate_structure(index: int, ops: list[tuple[Any, Any]], ascii_only: bool) -> tuple[
         Any, bytes]:
     doc: Any = orjson.loads(LINES[index])
-    for (kind, where), value in ops:
+    for (kind, where), shared in ops:
+        # a value inserted twice must not end up inside itself (DELETE is a marker: kept)
+        value = shared if shared is DELETE else copy.deepcopy(shared)
         doc = _set_field(doc, where, value) if kind == "field" else _set_walk(doc, where, value)
     text = json.dumps(doc, ensure_ascii=ascii_only)
     text = re.sub(re.escape(json.dumps(DEEP)[:-1]) + r'(\d+)"',
@@ -271,23 +278,48 @@ structure_mutants = st.tuples(
 # -- what the docs promise -----------------------------------------------------------------------
 
 
-def expect_malformed(value: Any, depth: int = 1) -> bool:
-    """docs/rules.md: integers beyond 64 bits, lone surrogates and nesting deeper than 1024
-    levels make a line malformed; so does a document that is not an object (checked apart)."""
-    kind = type(value)
-    if kind is int:
-        return not INT64[0] <= value <= UINT64_MAX
-    if kind is str:
-        if value.startswith(DEEP):
-            return depth - 1 + int(value[len(DEEP):]) > MAX_DEPTH
-        return any("\ud800" <= char <= "\udfff" for char in value)
-    if kind is list:
-        return depth > MAX_DEPTH or any(expect_malformed(v, depth + 1) for v in value)
-    if kind is dict:
-        return depth > MAX_DEPTH or any(
-            expect_malformed(k, depth + 1) or expect_malformed(v, depth + 1)
-            for k, v in value.items())
+def expect_malformed(value: Any) -> bool:
+    """docs/rules.md: integers beyond 64 bits, lone surrogates, NaN or infinite numbers and
+    nesting deeper than 1024 levels make a line malformed; so does a document that is not an
+    object (checked apart). Walked with a stack: the nesting can be deeper than Python's."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        kind = type(item)
+        if kind is int and not INT64[0] <= item <= UINT64_MAX:
+            return True
+        if kind is float and (item != item or item in (float("inf"), float("-inf"))):
+            return True
+        if kind is str:
+            if deep_levels(item) is not None:
+                if depth - 1 + deep_levels(item) > MAX_DEPTH:  # type: ignore[operator]
+                    return True
+            elif any("\ud800" <= char <= "\udfff" for char in item):
+                return True
+        if kind in (list, dict):
+            if depth > MAX_DEPTH:
+                return True
+            children = item if kind is list else [*item.keys(), *item.values()]
+            stack.extend((child, depth + 1) for child in children)
     return False
+
+
+def deep_levels(value: str) -> int | None:
+    """The nesting a DEEP placeholder stands for (it becomes arrays once dumped)."""
+    rest = value[len(DEEP):]
+    return int(rest) if value.startswith(DEEP) and rest.isdigit() else None
+
+
+def as_parsed(value: Any) -> Any:
+    """The document as the product parses it: DEEP placeholders are arrays there, not strings
+    (a placeholder in meta.docType makes the rules fall back to the top-level type)."""
+    if type(value) is str and deep_levels(value) is not None:
+        return []
+    if type(value) is dict:
+        return {key: as_parsed(item) for key, item in value.items()}
+    if type(value) is list:
+        return [as_parsed(item) for item in value]
+    return value
 
 
 def expect_counter_family(doc: dict[str, Any]) -> str:
@@ -423,13 +455,13 @@ def test_rules_survive_structure_mutations(mutant: tuple[Any, bytes]) -> None:
     if malformed:
         assert flat == rules.Outcome(rules.MALFORMED_LINES, None)
         return
-    family = expect_counter_family(doc)
+    family = expect_counter_family(as_parsed(doc))
     if family in ("main", "crash"):
         assert partitioned.counter.startswith(family + "_")
         assert partitioned.counter != rules.CRASH_NON_MAIN_IGNORED
     else:
         assert partitioned.counter == family
-    day = expect_flat_date(doc)
+    day = expect_flat_date(as_parsed(doc))
     if day is None:
         assert flat == rules.Outcome(rules.UNDATED, None)
     elif day not in WANTED:
@@ -460,31 +492,9 @@ chunk_sizes = st.sampled_from([sources.LINE_CHUNK, 65_536, 4_093])
 
 def expected_counts(files: list[bytes], layout_date: date | None) -> tuple[
         dict[date, Counter[str]], int, int, int]:
-    """Per date counters, undated, pings of unwanted dates, and non-blank lines: the lines
-    split as the reader must split them, each evaluated alone, dedupe applied in file order."""
-    counters: dict[date, Counter[str]] = {}
-    seen: dict[date, set[str]] = {}
-    undated = unwanted = nonblank = 0
-    for content in files:
-        for line in content.split(b"\n"):
-            if not line.strip():
-                continue
-            nonblank += 1
-            outcome = rules.evaluate_line(line, layout_date, WANTED)
-            if outcome is None:
-                unwanted += 1
-                continue
-            if outcome.submission_date is None:
-                undated += 1
-                continue
-            ids = seen.setdefault(outcome.submission_date, set())
-            counter = outcome.counter
-            if outcome.doc_id is not None:
-                if outcome.doc_id in ids:
-                    counter = rules.DUPLICATES
-                ids.add(outcome.doc_id)
-            counters.setdefault(outcome.submission_date, Counter())[counter] += 1
-    return counters, undated, unwanted, nonblank
+    """Per date counters, undated, pings of unwanted dates, and non-blank lines of the files,
+    read in order (the atheris harness's model, fuzz/fuzz_common.py, on their concatenation)."""
+    return fuzz_common.expected_counts(b"\n".join(files), layout_date)
 
 
 def check_scan(root: Path, files: list[bytes], layout_date: date | None) -> None:
