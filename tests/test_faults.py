@@ -22,9 +22,12 @@ import json
 import os
 import random
 import resource
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -622,3 +625,81 @@ def test_parquet_failure_after_the_database_commit(tmp_path: Path, pg_url: str,
     in_pg = pg.execute("SELECT dimensions->>'channel', count(*) FROM crash_aggregates "
                        "GROUP BY 1").fetchall()
     assert in_pg == [("before", 50)]  # as in Parquet, as the run record says
+
+
+# -- b'. the database server itself restarted mid-COPY -------------------------------------------
+
+
+def _postgres_binaries() -> Path | None:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+    return found[-1].parent if found else None
+
+
+@pytest.fixture
+def private_server() -> Iterator[tuple[str, Any]]:
+    """A PostgreSQL cluster of this test's own (the shared one must not be restarted), and a
+    function that restarts it."""
+    bindir = _postgres_binaries()
+    if bindir is None:
+        pytest.skip("no PostgreSQL server binaries (scripts/check installs them)")
+    # in /tmp itself: pytest's folders are closed to the postgres user the server runs as
+    data = Path(tempfile.mkdtemp(prefix="crash-aggregates-restart-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses root
+        subprocess.run(["chown", "-R", "postgres", str(data)], check=True)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    options = f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off"
+    ctl = [*as_user, str(bindir / "pg_ctl"), "-D", str(data / "db"), "-l", str(data / "log")]
+    subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(data / "db"), "-U", "postgres",
+                    "--auth=trust"], check=True, capture_output=True)
+    subprocess.run([*ctl, "-w", "-o", options, "start"], check=True, capture_output=True)
+
+    def restart() -> None:
+        subprocess.run([*ctl, "-w", "-m", "fast", "-o", options, "restart"], check=True,
+                       capture_output=True)
+
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres", restart
+    finally:
+        subprocess.run([*ctl, "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.mark.postgres
+def test_server_restarted_mid_copy_keeps_previous_rows(
+        tmp_path: Path, private_server: tuple[str, Any]) -> None:
+    url, restart = private_server
+    store = tmp_path / "pings"
+    day = DAYS[:2]
+    write_store(store, "before", day, 50)
+    require(run(fill_command(store, day, "--db", url)).returncode == 0, "first run")
+    write_store(store, "after", day[:1], 40_000)
+    with started(fill_command(store, day, "--db", url)) as job, \
+            psycopg.connect(url, autocommit=True) as watch:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and job.poll() is None:
+            if watch.execute("SELECT 1 FROM pg_stat_activity WHERE query LIKE 'COPY%%' "
+                             "AND application_name = 'crash-aggregates'").fetchall():
+                break
+            time.sleep(0.01)
+        require(job.poll() is None, "the job ended before its COPY was seen")
+        restart()  # every connection is dropped, the COPY's transaction rolled back
+        out, err = job.communicate(timeout=120)
+    lines = out.splitlines()
+    assert job.returncode == 1, out + err
+    assert lines[0].startswith(f"{day[0]} FAILED: ") and "Traceback" not in out + err
+    assert lines[1].startswith(f"{day[1]} ok: ")  # the next date reconnects
+    with psycopg.connect(url) as connection:
+        kept = connection.execute(
+            "SELECT dimensions->>'channel', count(*) FROM crash_aggregates "
+            "WHERE submission_date = %s GROUP BY 1", (day[0],)).fetchall()
+    assert kept == [("before", 50)]
+    again = run(fill_command(store, day[:1], "--db", url))
+    assert again.returncode == 0, again.stdout + again.stderr
+    with psycopg.connect(url) as connection:
+        assert connection.execute(
+            "SELECT dimensions->>'channel', count(*) FROM crash_aggregates "
+            "WHERE submission_date = %s GROUP BY 1", (day[0],)).fetchall() == [("after", 40_000)]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime
@@ -139,6 +140,14 @@ class PostgresStore:
                              f"{self._message(exc)}") from None
         return connection
 
+    def _reconnect(self, waits: tuple[float, ...] = (0.5, 1, 2, 4, 8)) -> Any:
+        for wait in waits:
+            try:
+                return self._connect()
+            except StoreError:
+                time.sleep(wait)
+        return self._connect()
+
     def _message(self, exc: BaseException) -> str:
         """The driver's message on one line, without the password."""
         text = " ".join(str(exc).split()) or type(exc).__name__
@@ -150,9 +159,10 @@ class PostgresStore:
     def _transaction(self, doing: str) -> Iterator[Any]:
         psycopg = self._psycopg
         if self.connection.broken or self.connection.closed:
-            # the server restarted, or a proxy dropped us: the next date gets a new connection
+            # the server restarted, or a proxy dropped us: the next date gets a new connection,
+            # once the server is back (a restart takes seconds)
             self.connection.close()
-            self.connection = self._connect()
+            self.connection = self._reconnect()
         try:
             with self.connection.transaction(), self.connection.cursor() as cursor:
                 yield cursor
