@@ -59,11 +59,15 @@ def check_outcome(outcome: rules.Outcome | None, layout_date: date | None) -> No
         assert layout_date is None
         assert outcome.counter in (rules.UNDATED, rules.MALFORMED_LINES)
         return
-    assert outcome.counter in rules.COUNTERS and outcome.counter != rules.DUPLICATES
+    assert outcome.counter in rules.COUNTERS
+    assert outcome.counter != rules.DUPLICATES  # the engine's verdict, never the rules'
     if layout_date is None:
         assert outcome.submission_date in WANTED
     processed = outcome.counter in (rules.MAIN_PROCESSED, rules.CRASH_PROCESSED)
-    assert (outcome.key is not None) == processed == (outcome.measures is not None)
+    assert (outcome.key is not None) == processed
+    assert (outcome.measures is not None) == processed
+    if outcome.doc_id is not None:
+        assert type(outcome.doc_id) is str
     if not processed:
         assert outcome.client_id is None
         return
@@ -73,7 +77,7 @@ def check_outcome(outcome: rules.Outcome | None, layout_date: date | None) -> No
     main = outcome.counter == rules.MAIN_PROCESSED
     assert outcome.measures[0] == (1.0 if main else 0.0)
     assert outcome.measures[2] == (0.0 if main else 1.0)
-    assert outcome.measures[1] <= rules.MAX_USAGE_HOURS
+    assert 0 <= outcome.measures[1] <= rules.MAX_USAGE_HOURS
     activity, dims = rules.key_to_row(outcome.key)
     day = date.fromisoformat(activity)
     assert day <= outcome.submission_date
@@ -81,6 +85,7 @@ def check_outcome(outcome: rules.Outcome | None, layout_date: date | None) -> No
         outcome.submission_date.toordinal() <= 7
     build = dims["build_id"]
     assert len(build) == 14 and build.isascii() and build.isdigit()
+    assert set(dims) <= set(rules.DIMENSION_NAMES)
     assert dims.get("gfx_compositor") != "none"
     for value in dims.values():
         assert type(value) is str and "\x00" not in value

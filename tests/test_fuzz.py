@@ -25,7 +25,6 @@ counts add up to `main_processed`; and the rows can be written (COPY text, Arrow
 from __future__ import annotations
 
 import copy
-import gzip
 import importlib.util
 import json
 import math
@@ -33,15 +32,13 @@ import re
 import subprocess
 import sys
 import tempfile
-import zlib
 from collections import Counter
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -52,15 +49,18 @@ from crash_rate_aggregates.errors import InputError
 from crash_rate_aggregates.sources import PingStore
 from crash_rate_aggregates.stores.postgres import copy_blocks
 
-FUZZ = Path(__file__).parents[1] / "fuzz"
+ROOT = Path(__file__).parents[1]
+FUZZ = ROOT / "fuzz"
 sys.path.insert(0, str(FUZZ))
 import fuzz_common  # noqa: E402  (the harnesses' shared model, in fuzz/)
+from fuzz_common import (  # noqa: E402
+    DAY,
+    WANTED,
+    check_outcome,
+    inflate_strictly,
+    reference_lines,
+)
 
-ROOT = Path(__file__).parents[1]
-REFERENCE = Path(__file__).parent / "data" / "reference"
-DAY = date(2016, 3, 14)  # the partitioned layout's date
-SUB_2015, SUB_GC, SUB_CRASH = date(2015, 11, 5), date(2018, 3, 9), date(2018, 4, 11)
-WANTED = frozenset({SUB_2015, SUB_GC, SUB_CRASH, DAY})
 INT64 = (-(2**63), 2**63 - 1)
 UINT64_MAX = 2**64 - 1  # simdjson reads unsigned 64-bit integers too (is_json_int drops them)
 MAX_DEPTH = 1024  # docs/rules.md: deeper nesting is a malformed line
@@ -72,33 +72,8 @@ SETTINGS = settings(
 )
 
 
-def _submission(name: str) -> str:
-    if name.startswith("crash."):
-        return SUB_CRASH.strftime("%Y%m%d")
-    if "gc_sample" in name:
-        return SUB_GC.isoformat()  # the dashed form, so both forms are fuzzed
-    return SUB_2015.strftime("%Y%m%d")
-
-
-def _reference_docs() -> list[dict[str, Any]]:
-    docs = []
-    for number, path in enumerate(sorted(REFERENCE.glob("*.json"))):
-        doc = orjson.loads(path.read_bytes())
-        assert type(doc) is dict
-        doc["meta"] = {"submissionDate": _submission(path.name), "sampleId": number % 100,
-                       "geoCountry": "FR", "documentId": f"doc-{number}",
-                       "normalizedChannel": "release"}
-        docs.append(doc)
-        if doc.get("type") == "crash":  # the real crash pings are all content-process ones:
-            main_crash = orjson.loads(orjson.dumps(doc))  # the same ping from the main process
-            main_crash["payload"]["processType"] = "main"
-            main_crash["meta"]["documentId"] += "-main"
-            docs.append(main_crash)
-    return docs
-
-
-DOCS = _reference_docs()
-LINES = [orjson.dumps(doc) for doc in DOCS]
+LINES = [line for _, line in reference_lines()]
+DOCS = [orjson.loads(line) for line in LINES]
 #: Where mutations are most telling: right at the keys the rules read.
 ANCHORS = sorted({f'"{key}"'.encode() for dim in rules.DIMENSIONS for path in dim.paths
                   for key in path} | {f'"{key}"'.encode() for path in rules.RULE_PATHS
@@ -352,52 +327,6 @@ def expect_flat_date(doc: dict[str, Any]) -> date | None:
         return None
 
 
-def check_outcome(outcome: rules.Outcome | None, layout_date: date | None) -> None:
-    """What any outcome of evaluate_line must look like."""
-    if layout_date is not None:
-        assert outcome is not None
-        assert outcome.submission_date == layout_date
-    if outcome is None:
-        return
-    if outcome.submission_date is None:
-        assert layout_date is None
-        assert outcome.counter in (rules.UNDATED, rules.MALFORMED_LINES)
-        return
-    assert outcome.counter in rules.COUNTERS
-    assert outcome.counter != rules.DUPLICATES  # the engine's verdict, never the rules'
-    if layout_date is None:
-        assert outcome.submission_date in WANTED
-    processed = outcome.counter in (rules.MAIN_PROCESSED, rules.CRASH_PROCESSED)
-    assert (outcome.key is not None) == processed
-    assert (outcome.measures is not None) == processed
-    if outcome.doc_id is not None:
-        assert type(outcome.doc_id) is str
-    if not processed:
-        assert outcome.client_id is None
-        return
-    assert outcome.key is not None and outcome.measures is not None
-    assert len(outcome.measures) == len(rules.MEASURES)
-    assert all(math.isfinite(m) and m >= 0 for m in outcome.measures)
-    main = outcome.counter == rules.MAIN_PROCESSED
-    assert outcome.measures[0] == (1.0 if main else 0.0)
-    assert outcome.measures[2] == (0.0 if main else 1.0)
-    assert 0 <= outcome.measures[1] <= rules.MAX_USAGE_HOURS
-    activity, dims = rules.key_to_row(outcome.key)
-    day = date.fromisoformat(activity)
-    assert day <= outcome.submission_date
-    assert outcome.submission_date - day <= timedelta(days=7) or \
-        outcome.submission_date.toordinal() <= 7
-    build = dims["build_id"]
-    assert len(build) == 14 and build.isascii() and build.isdigit()
-    assert set(dims) <= set(rules.DIMENSION_NAMES)
-    assert dims.get("gfx_compositor") != "none"
-    for value in dims.values():
-        assert type(value) is str and "\x00" not in value
-        value.encode("utf-8")  # storable: no lone surrogate
-    if outcome.client_id is not None:
-        outcome.client_id.encode("utf-8")
-
-
 def evaluate_everywhere(line: bytes) -> dict[date | None, rules.Outcome | None]:
     """evaluate_line in both layouts, on bytes and on a memoryview, with and without sampling
     and dedupe: the same answers, none of them an exception."""
@@ -556,24 +485,6 @@ container_op = st.one_of(
     st.tuples(st.just("append"), st.binary(min_size=1, max_size=64)),
     st.tuples(st.just("insert"), st.floats(0, 1), st.binary(min_size=1, max_size=16)),
 )
-
-
-def inflate_strictly(data: bytes, suffix: str) -> bytes | None:
-    """The whole content of a .gz (every member) or .zst (every frame) file, or None when any
-    part of it is damaged or cut short: the oracle the reader is held to."""
-    try:
-        if suffix.endswith(".gz"):
-            return gzip.decompress(data)
-        out = []
-        while data:
-            frame = zstandard.ZstdDecompressor().decompressobj()
-            out.append(frame.decompress(data))
-            if not frame.eof:
-                return None
-            data = frame.unused_data
-        return b"".join(out)
-    except (OSError, EOFError, zlib.error, zstandard.ZstdError):
-        return None
 
 
 @settings(SETTINGS, max_examples=200)
