@@ -94,13 +94,15 @@ def check_outcome(outcome: rules.Outcome | None, layout_date: date | None) -> No
         outcome.client_id.encode("utf-8")
 
 
-def evaluate_everywhere(line: bytes) -> None:
-    """evaluate_line in both layouts, on bytes and a memoryview, with sampling and without
-    dedupe: consistent answers, and no exception."""
+def evaluate_everywhere(line: bytes) -> dict[date | None, rules.Outcome | None]:
+    """evaluate_line in both layouts, on bytes and on a memoryview, with and without sampling
+    and dedupe: the same answers, none of them an exception."""
+    found: dict[date | None, rules.Outcome | None] = {}
     for layout_date in (DAY, None):
         outcome = rules.evaluate_line(line, layout_date, WANTED)
         check_outcome(outcome, layout_date)
         assert rules.evaluate_line(memoryview(line), layout_date, WANTED) == outcome
+        assert rules.evaluate_line(bytearray(line), layout_date, WANTED) == outcome
         sampled = rules.evaluate_line(line, layout_date, WANTED, sample_below=50.0)
         check_outcome(sampled, layout_date)
         if outcome is not None and sampled is not None and \
@@ -110,6 +112,8 @@ def evaluate_everywhere(line: bytes) -> None:
         check_outcome(plain, layout_date)
         if outcome is not None and plain is not None:
             assert plain.counter == outcome.counter and plain.doc_id is None
+        found[layout_date] = outcome
+    return found
 
 
 def expected_counts(content: bytes, layout_date: date | None) -> tuple[

@@ -56,7 +56,7 @@ import fuzz_common  # noqa: E402  (the harnesses' shared model, in fuzz/)
 from fuzz_common import (  # noqa: E402
     DAY,
     WANTED,
-    check_outcome,
+    evaluate_everywhere,
     inflate_strictly,
     reference_lines,
 )
@@ -325,28 +325,6 @@ def expect_flat_date(doc: dict[str, Any]) -> date | None:
         return date(int(digits[:4]), int(digits[4:6]), int(digits[6:]))
     except ValueError:
         return None
-
-
-def evaluate_everywhere(line: bytes) -> dict[date | None, rules.Outcome | None]:
-    """evaluate_line in both layouts, on bytes and on a memoryview, with and without sampling
-    and dedupe: the same answers, none of them an exception."""
-    found: dict[date | None, rules.Outcome | None] = {}
-    for layout_date in (DAY, None):
-        outcome = rules.evaluate_line(line, layout_date, WANTED)
-        check_outcome(outcome, layout_date)
-        assert rules.evaluate_line(memoryview(line), layout_date, WANTED) == outcome
-        assert rules.evaluate_line(bytearray(line), layout_date, WANTED) == outcome
-        sampled = rules.evaluate_line(line, layout_date, WANTED, sample_below=50.0)
-        check_outcome(sampled, layout_date)
-        if outcome is not None and sampled is not None and \
-                sampled.counter != rules.SAMPLED_OUT:
-            assert sampled == outcome
-        plain = rules.evaluate_line(line, layout_date, WANTED, dedupe=False)
-        check_outcome(plain, layout_date)
-        if outcome is not None and plain is not None:
-            assert plain.counter == outcome.counter and plain.doc_id is None
-        found[layout_date] = outcome
-    return found
 
 
 # -- the rules -----------------------------------------------------------------------------------
