@@ -114,7 +114,10 @@ def test_interrupt_keeps_finished_dates_and_nothing_half_written(tmp_path: Path,
     job = subprocess.Popen(
         [sys.executable, "-m", "crash_rate_aggregates", "fill", "--input", str(root), "--from",
          "2016-03-10", "--to", "2016-03-13", "--db", f"sqlite:///{db}", "--workers", "2"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # A shell without job control starts background commands with SIGINT ignored, and
+        # Python keeps it ignored: give the job the Ctrl-C of an interactive terminal.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert job.stdout is not None
     first_line = job.stdout.readline()
     assert first_line.startswith("2016-03-10 ok")

@@ -20,6 +20,7 @@ from conftest import main_ping, write_ping_file
 from crash_rate_aggregates.cli import cli
 from crash_rate_aggregates.stores import postgres
 from crash_rate_aggregates.stores.base import open_store
+from crash_rate_aggregates.stores.queries import rates_view
 
 DAY = date(2016, 3, 14)
 SECRET = "s3cret-Pa55word"
@@ -73,7 +74,7 @@ def test_schema_creation_is_idempotent(pg_url: str) -> None:
         store = open_store(pg_url)
         store.close()
     assert query(pg_url, "SELECT version FROM crash_aggregates_schema ORDER BY 1") == [
-        (1,), (2,), (3,)]
+        (1,), (2,), (3,), (4,)]
 
 
 def test_a_seed_database_is_adopted_without_losing_rows(pg_url: str) -> None:
@@ -87,7 +88,20 @@ def test_a_seed_database_is_adopted_without_losing_rows(pg_url: str) -> None:
         ("2016-03-01", {"channel": "nightly"})]
     store.close()
     assert query(pg_url, "SELECT version FROM crash_aggregates_schema ORDER BY 1") == [
-        (1,), (2,), (3,)]
+        (1,), (2,), (3,), (4,)]
+
+
+def test_migration_4_replaces_the_rates_view_of_an_older_database(pg_url: str) -> None:
+    # A database left at version 3 still has the symmetric normal interval in its view; the
+    # next open brings it to the effective-count limits of docs/rates.md.
+    open_store(pg_url).close()
+    execute(pg_url, "DELETE FROM crash_aggregates_schema WHERE version = 4")
+    # an older body with the same columns (as the real one had): renamed inner columns mark it
+    older = rates_view().replace("_high_root", "_older_root")
+    execute(pg_url, f"CREATE OR REPLACE VIEW crash_rates_daily AS {older}")
+    open_store(pg_url).close()
+    definition = query(pg_url, "SELECT pg_get_viewdef('crash_rates_daily')")[0][0]
+    assert "_high_root" in definition and "_older_root" not in definition
 
 
 def test_a_later_migration_keeps_rows(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -100,7 +114,7 @@ def test_a_later_migration_keeps_rows(pg_url: str, monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(postgres, "SCHEMA_VERSION", 99)
     open_store(pg_url).close()
     assert query(pg_url, "SELECT version FROM crash_aggregates_schema ORDER BY 1") == [
-        (1,), (2,), (3,), (99,)]
+        (1,), (2,), (3,), (4,), (99,)]
     assert query(pg_url, "SELECT count(*) FROM crash_aggregates") == [(1,)]
     monkeypatch.undo()
     with pytest.raises(Exception, match="newer than this release knows"):

@@ -8,6 +8,7 @@ from datetime import date
 
 import numpy as np
 import pytest
+from scipy.special import gammainc  # type: ignore[import-untyped]
 
 from conftest import crash_ping, main_ping, to_bytes
 from crash_rate_aggregates import rules
@@ -174,22 +175,45 @@ def test_small_count_with_clustering_uses_effective_counts() -> None:
     assert rate.clients == 5 and rate.crashes == 10 and rate.usage_hours == 50
 
 
-def test_large_count_uses_the_robust_normal_interval() -> None:
+def test_large_count_is_garwood_of_the_effective_count() -> None:
     # Four clients of 10 hours, crashes 10, 2, 6, 6: C = 24, H = 40, r = 0.6, residuals 4, -4,
-    # 0, 0: sum of squares 32; Var = 4/3 * 32 / 40^2 (more than Poisson's 24 / 40^2).
+    # 0, 0: sum of squares 32; Var H^2 = 4/3 * 32 = 128/3 (more than Poisson's 24): design
+    # effect d = (128/3) / 24 = 16/9. Effective count 24 / (16/9) = 13.5 over 40 / (16/9) =
+    # 22.5 hours. Garwood's limits of a count k are the m that solve P(Gamma(k) <= m) = 2.5%
+    # and P(Gamma(k + 1) <= m) = 97.5%: checked here with the regularized incomplete gamma
+    # function, not with the chi-square quantiles crash_rate uses.
     rate = crash_rate(client_stats([(10, 10.0), (2, 10.0), (6, 10.0), (6, 10.0)]), CRASH)
-    half_width = 1.959964 * math.sqrt(4 / 3 * 32) / 40 * 1000
-    assert rate.method == "robust" and rate.rate == pytest.approx(600.0)
-    assert rate.lower == pytest.approx(600.0 - half_width, rel=1e-6)
-    assert rate.upper == pytest.approx(600.0 + half_width, rel=1e-6)
+    assert rate.method == "exact" and rate.rate == pytest.approx(600.0)
+    assert rate.lower is not None and rate.upper is not None
+    assert gammainc(13.5, rate.lower * 22.5 / 1000) == pytest.approx(0.025, rel=1e-9)
+    assert gammainc(14.5, rate.upper * 22.5 / 1000) == pytest.approx(0.975, rel=1e-9)
+    assert (rate.lower, rate.upper) == pytest.approx((7.2867 / 22.5 * 1000,
+                                                      22.8611 / 22.5 * 1000), rel=1e-4)
 
 
-def test_robust_interval_lower_end_is_clamped_at_zero() -> None:
-    # All 20 crashes from a client of 1 hour, among 100 hours: residuals +-19.8.
+def test_large_poisson_count_is_about_the_normal_interval() -> None:
+    # 400 crashes from clients at one rate (design effect 1): Garwood's limits are within 0.5%
+    # of the score interval's, which solves (400 - m)^2 = z^2 m: m = 400 + z^2/2 +- z
+    # sqrt(400 + z^2/4).
+    rate = crash_rate(client_stats([(4, 10.0)] * 100), CRASH)
+    z = 1.959964
+    assert rate.lower == pytest.approx((400 + z * z / 2 - z * math.sqrt(400 + z * z / 4)),
+                                       rel=5e-3)
+    assert rate.upper == pytest.approx((400 + z * z / 2 + z * math.sqrt(400 + z * z / 4)),
+                                       rel=5e-3)
+
+
+def test_interval_of_a_crash_loop_is_skewed_upward() -> None:
+    # All 20 crashes from a client of 1 hour, among 100 hours: residuals 19.8 and -19.8, Var
+    # H^2 = 2 * 2 * 19.8^2 = 1568.16, d = 78.408: an effective count of 0.255, whose Garwood
+    # upper limit is far above the rate and whose lower limit is almost 0.
     rate = crash_rate(client_stats([(20, 1.0), (0, 99.0)]), CRASH)
-    assert rate.method == "robust" and rate.lower == 0.0
-    assert rate.upper == pytest.approx(200 + 1.959964 * math.sqrt(2 * 2 * 19.8**2) / 100 * 1000,
-                                       rel=1e-6)
+    effect = 2 * 2 * 19.8**2 / 20
+    low, high = exact_poisson_limits(20 / effect)
+    assert rate.lower == pytest.approx(low * effect / 100 * 1000, rel=1e-9)
+    assert rate.upper == pytest.approx(high * effect / 100 * 1000, rel=1e-9)
+    assert rate.lower is not None and rate.upper is not None
+    assert rate.lower < 1.0 and rate.upper > 3 * 200.0
 
 
 def test_zero_usage_has_no_rate() -> None:
@@ -211,15 +235,16 @@ def test_one_client_is_never_narrower_than_poisson() -> None:
     stats = poisson_stats(30, 1000.0)
     assert robust_variance(stats, CRASH) == 0.0
     rate = crash_rate(stats, CRASH)
-    assert rate.method == "robust"
-    assert rate.upper == pytest.approx(30 + 1.959964 * math.sqrt(30), rel=1e-6)
+    assert rate.method == "exact"
+    # Garwood's 95% limits of 30: 20.2409 and 42.8269 (Sahai & Khurshid, table 1).
+    assert rate.lower == pytest.approx(20.2409, rel=1e-4)
+    assert rate.upper == pytest.approx(42.8269, rel=1e-4)
 
 
 def test_options_of_crash_rate() -> None:
     stats = client_stats([(1, 100.0)] * 5)
     assert not crash_rate(stats, CRASH, min_usage_hours=501).enough_usage
     assert crash_rate(stats, CRASH, min_usage_hours=500).enough_usage
-    assert crash_rate(stats, CRASH, small_count=5).method == "robust"
     per_hour = crash_rate(stats, CRASH, per=1.0)
     assert per_hour.rate == pytest.approx(0.01)
     wider = crash_rate(stats, CRASH, confidence=0.99)
@@ -285,6 +310,26 @@ def test_compare_exact_case_uses_design_effects() -> None:
     assert result.lower is not None and result.lower < 1
 
 
+def test_compare_chooses_the_exact_test_by_effective_counts() -> None:
+    # Candidate: five clients of 100 h, crashes 16, 0, 16, 0, 8: C = 40, H = 500, r h_i = 8,
+    # residuals 8, -8, 8, -8, 0, sum of squares 256; Var H^2 = 5/4 * 256 = 320 = 8 C: d = 8.
+    # 40 crashes but only 5 effective ones (in 62.5 effective hours): the exact test, not the
+    # log ratio. Baseline: 20 crashes in 1000 h, d = 1. Given 25 effective crashes, the
+    # candidate's share is binomial(25, 62.5 / 1062.5) under equal rates.
+    candidate = client_stats([(16, 100.0), (0, 100.0), (16, 100.0), (0, 100.0), (8, 100.0)])
+    result = compare(candidate, poisson_stats(20, 1000.0), CRASH, min_usage_hours=500)
+    share = 62.5 / 1062.5
+
+    def probability(k: int) -> float:
+        return math.comb(25, k) * share**k * (1 - share) ** (25 - k)
+
+    two_sided = sum(probability(k) for k in range(26)
+                    if probability(k) <= probability(5) * (1 + 1e-7))
+    assert result.ratio == pytest.approx(4.0)
+    assert result.p_value == pytest.approx(two_sided, rel=1e-9)
+    assert result.verdict == "regression" and result.p_value < 0.05
+
+
 def test_compare_wald_log_ratio_by_hand() -> None:
     # Candidate: five clients of 200 h, crashes 16, 8, 16, 8, 12: C = 60, H = 1000, r h_i = 12,
     # residuals 4, -4, 4, -4, 0, sum of squares 64; Var H^2 = 5/4 * 64 = 80 = 4/3 C: design
@@ -298,7 +343,7 @@ def test_compare_wald_log_ratio_by_hand() -> None:
     assert result.upper == pytest.approx(math.exp(math.log(2) + 1.959964 * se), rel=1e-6)
     assert result.p_value == pytest.approx(math.erfc(math.log(2) / se / math.sqrt(2)), rel=1e-6)
     assert result.verdict == "regression"
-    assert result.candidate.method == "robust" and result.baseline.method == "robust"
+    assert result.candidate.method == "exact" and result.baseline.method == "exact"
 
 
 def test_compare_wald_no_significant_change_and_improvement() -> None:

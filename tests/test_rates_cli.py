@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import sqlite3
 from datetime import date
 from pathlib import Path
@@ -62,9 +61,9 @@ def test_rates_json_matches_a_hand_computation(tmp_path: Path) -> None:
     assert rows[NEW]["usage_hours"] == pytest.approx(1200.0)
     assert rows[NEW]["client_count"] == 60
     assert rows[NEW]["main_crashes"]["rate"] == pytest.approx(1000 * 30 / 1200)  # 25 /1000h
-    assert rows[NEW]["main_crashes"]["method"] == "robust"
+    assert rows[NEW]["main_crashes"]["method"] == "exact"
     assert rows[OLD]["main_crashes"]["rate"] == pytest.approx(5.0)
-    assert rows[OLD]["main_crashes"]["method"] == "exact"  # 6 crashes: a small count
+    assert rows[OLD]["main_crashes"]["method"] == "exact"
     low, high = rows[OLD]["main_crashes"]["lower"], rows[OLD]["main_crashes"]["upper"]
     assert low < 5.0 < high and high - 5.0 > 5.0 - low  # exact limits are asymmetric
 
@@ -162,12 +161,13 @@ def test_views_agree_with_the_rates_library(generated: Path, tmp_path: Path, bac
             if stats["usage_hours"] == 0:
                 assert record[f"{crash}_per_1000h"] is None
                 continue
-            rate = stats[crash] / stats["usage_hours"]
-            spread = rates.Z95 * math.sqrt(max(rates.robust_variance(stats, crash),
-                                               stats[crash] / stats["usage_hours"] ** 2))
-            assert record[f"{crash}_per_1000h"] == pytest.approx(1000 * rate)
-            assert record[f"{crash}_lower"] == pytest.approx(1000 * max(0.0, rate - spread),
-                                                             abs=1e-9)
-            assert record[f"{crash}_upper"] == pytest.approx(1000 * (rate + spread))
+            expected_rate = rates.crash_rate(stats, crash)
+            assert expected_rate.upper is not None and expected_rate.lower is not None
+            assert record[f"{crash}_per_1000h"] == pytest.approx(expected_rate.rate)
+            # The view's cube-root approximation of Garwood's limits (docs/rates.md): the upper
+            # limit within 0.6%, the lower one within 0.6% of the upper.
+            assert record[f"{crash}_upper"] == pytest.approx(expected_rate.upper, rel=6e-3)
+            assert record[f"{crash}_lower"] == pytest.approx(
+                expected_rate.lower, abs=6e-3 * expected_rate.upper)
             checked += stats[crash] > 0
     assert checked > 10

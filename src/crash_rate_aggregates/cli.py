@@ -298,8 +298,8 @@ def rates(db_url: str | None, config_path: Path | None, by: str, first: date | N
           where: tuple[str, ...], date_kind: str, output: str) -> None:
     """Crash rates per 1,000 usage hours with 95% intervals, per group.
 
-    Intervals use the client-level sums (robust to clients in crash loops) and exact Poisson
-    limits for small counts; see docs/rates.md.
+    Intervals use the client-level sums (robust to clients in crash loops): exact Poisson
+    limits of the effective count; see docs/rates.md.
 
     Example:
 

@@ -26,7 +26,7 @@ from .. import rules
 from ..aggregation import Aggregate
 from ..errors import StoreError
 from .base import RUN_COLUMNS, RunRecord, redact, row_sort_key
-from .queries import VIEWS, Grouped, StatsQuery, distinct_sql, grouped
+from .queries import VIEW_RATES, VIEWS, Grouped, StatsQuery, distinct_sql, grouped
 
 APPLICATION_NAME = "crash-aggregates"
 # Advisory lock keys: (namespace, item). The namespace is a fixed random-looking int32.
@@ -72,6 +72,9 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     (2, "".join(f"CREATE OR REPLACE VIEW {name} AS {body};\n" for name, body in VIEWS)),
     (3, f"ALTER TABLE crash_aggregates_runs ADD COLUMN IF NOT EXISTS {rules.CORRUPT_FILES} "
         f"bigint NOT NULL DEFAULT 0"),
+    # The rates view's intervals became Garwood limits of the effective count (same columns).
+    (4, "".join(f"CREATE OR REPLACE VIEW {name} AS {body};\n" for name, body in VIEWS
+                if name == VIEW_RATES)),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

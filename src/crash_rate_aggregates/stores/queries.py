@@ -124,8 +124,10 @@ def flat_view() -> str:
 
 def rates_view() -> str:
     """Daily crash rates per 1,000 usage hours by activity date and the main dimensions, with
-    95% intervals from the cluster-robust variance, never below Poisson's (normal approximation
-    at every count; the rates command and API use exact Poisson limits for small counts)."""
+    the 95% intervals of rates.crash_rate: Garwood limits of the effective count k = C/d, scaled
+    by d/H. SQL has no chi-square quantiles, so the limits use Wilson and Hilferty's cube-root
+    approximation, k (1 - 1/(9k) - z/(3 sqrt k))^3 and (k+1) (1 - 1/(9(k+1)) + z/(3 sqrt(k+1)))^3:
+    within 0.6% of the exact upper limit, and the lower one within 0.6% of it (docs/rates.md)."""
     dims = RATES_VIEW_DIMENSIONS
     sums = ["sum({}) AS usage_hours".format(number("usage_hours")),
             "sum({}) AS client_count".format(number("client_count")),
@@ -136,21 +138,35 @@ def rates_view() -> str:
                  f"sum({number(f'client_{crash}_usage_hours')}) AS {crash}_cu"]
     ratios = [f"{c} / NULLIF(usage_hours, 0) AS {c}_r" for c in rules.CRASH_MEASURES]
     small = "CASE WHEN client_count > 1 THEN client_count / (client_count - 1) ELSE 1 END"
-    variances = [
-        f"{small} * ({c}_csq - 2 * {c}_r * {c}_cu + {c}_r * {c}_r * usage_sq) "
-        f"/ NULLIF(usage_hours * usage_hours, 0) AS {c}_robust" for c in rules.CRASH_MEASURES]
-    # never narrower than Poisson (C / H^2), as rates.py: see docs/rates.md
-    floors = [f"CASE WHEN {c}_robust > {c}_r / NULLIF(usage_hours, 0) THEN {c}_robust "
-              f"ELSE {c}_r / NULLIF(usage_hours, 0) END AS {c}_var" for c in rules.CRASH_MEASURES]
+    # the sandwich times H^2 over C: the design effect before its floor of 1
+    sandwiches = [
+        f"CASE WHEN {c} > 0 THEN {small} * ({c}_csq - 2 * {c}_r * {c}_cu "
+        f"+ {c}_r * {c}_r * usage_sq) / {c} ELSE 1 END AS {c}_raw_d" for c in rules.CRASH_MEASURES]
+    effects = [f"CASE WHEN {c}_raw_d > 1 THEN {c}_raw_d ELSE 1 END AS {c}_d"
+               for c in rules.CRASH_MEASURES]
+    z = f"{Z95!r}"
+    # the cube roots of the Wilson-Hilferty limits, over k and k + 1 (k = C/d)
+    roots = []
+    for c in rules.CRASH_MEASURES:
+        k = f"({c} / {c}_d)"
+        roots += [
+            f"CASE WHEN {c} > 0 THEN 1 - 1 / (9 * {k}) - {z} / (3 * sqrt({k})) ELSE 0 END "
+            f"AS {c}_low_root",
+            f"1 - 1 / (9 * ({k} + 1)) + {z} / (3 * sqrt({k} + 1)) AS {c}_high_root",
+        ]
     columns = ["activity_date", *dims, "usage_hours", "client_count"]
     for c in rules.CRASH_MEASURES:
-        spread = f"{Z95} * sqrt(CASE WHEN {c}_var > 0 THEN {c}_var ELSE 0 END)"
+        low = f"{c}_low_root"
+        high = f"{c}_high_root"
         columns += [
             c,
             f"1000 * {c}_r AS {c}_per_1000h",
-            f"1000 * CASE WHEN {c}_r - {spread} > 0 THEN {c}_r - {spread} ELSE 0 END "
+            # lower: k root^3 crashes times d/H = r root^3; 0 when the root is negative
+            f"1000 * {c}_r * CASE WHEN {low} > 0 THEN {low} * {low} * {low} ELSE 0 END "
             f"AS {c}_lower",
-            f"1000 * ({c}_r + {spread}) AS {c}_upper",
+            # upper: (k + 1) root^3 crashes times d/H = (r + d/H) root^3; NULL without usage
+            f"1000 * ({c}_r + {c}_d / NULLIF(usage_hours, 0)) * {high} * {high} * {high} "
+            f"AS {c}_upper",
         ]
     group = ", ".join(str(i + 1) for i in range(1 + len(dims)))
     dim_columns = ", ".join(f"dimensions->>'{d}' AS {d}" for d in dims)
@@ -158,9 +174,10 @@ def rates_view() -> str:
         f"WITH sums AS (SELECT activity_date, {dim_columns}, {', '.join(sums)} "
         f"FROM crash_aggregates GROUP BY {group}), "
         f"ratios AS (SELECT *, {', '.join(ratios)} FROM sums), "
-        f"robust AS (SELECT *, {', '.join(variances)} FROM ratios), "
-        f"variances AS (SELECT *, {', '.join(floors)} FROM robust) "
-        f"SELECT {', '.join(columns)} FROM variances"
+        f"sandwiches AS (SELECT *, {', '.join(sandwiches)} FROM ratios), "
+        f"effects AS (SELECT *, {', '.join(effects)} FROM sandwiches), "
+        f"roots AS (SELECT *, {', '.join(roots)} FROM effects) "
+        f"SELECT {', '.join(columns)} FROM roots"
     )
 
 

@@ -36,7 +36,7 @@ class RateFigure(BaseModel):
     rate: Number = Field(description="Crashes per 1,000 usage hours; null without usage.")
     lower: Number
     upper: Number
-    method: Literal["robust", "exact", "none"]
+    method: Literal["exact", "none"]
     enough_usage: bool = Field(description="False when usage is too low to trust the rate.")
 
 
@@ -79,7 +79,7 @@ class RateOut(BaseModel):
     rate: Number
     lower: Number
     upper: Number
-    method: Literal["robust", "exact", "none"]
+    method: Literal["exact", "none"]
     enough_usage: bool
 
 
