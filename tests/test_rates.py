@@ -9,6 +9,7 @@ from datetime import date
 import numpy as np
 import pytest
 from scipy.special import gammainc  # type: ignore[import-untyped]
+from scipy.stats import gamma  # type: ignore[import-untyped]
 
 from conftest import crash_ping, main_ping, to_bytes
 from crash_rate_aggregates import rules
@@ -189,6 +190,31 @@ def test_large_count_is_garwood_of_the_effective_count() -> None:
     assert gammainc(14.5, rate.upper * 22.5 / 1000) == pytest.approx(0.975, rel=1e-9)
     assert (rate.lower, rate.upper) == pytest.approx((7.2867 / 22.5 * 1000,
                                                       22.8611 / 22.5 * 1000), rel=1e-4)
+
+
+@pytest.mark.parametrize("clients", [
+    [(10, 10.0), (2, 10.0), (6, 10.0), (6, 10.0)],
+    [(20, 1.0), (0, 99.0)],
+    [(4, 10.0), (0, 10.0), (4, 10.0), (0, 10.0), (2, 10.0)],
+    [(0, 200.0), (0, 300.0)],
+])
+def test_interval_is_fay_and_feuers_gamma_interval(clients: list[tuple[float, float]]) -> None:
+    # Fay & Feuer (1997) for a total y with variance v and a largest weight w: gamma quantiles,
+    # lower of shape y^2/v and scale v/y, upper of shape (y + w)^2/(v + w^2) and scale
+    # (v + w^2)/(y + w). Here y = C, v = d C and w = d, computed from the client lists.
+    crashes = sum(c for c, _ in clients)
+    hours = sum(h for _, h in clients)
+    rate = crashes / hours
+    residuals = sum((c - rate * h) ** 2 for c, h in clients)
+    n = len(clients)
+    variance = n / (n - 1) * residuals  # of the total C, before the Poisson floor
+    effect = max(1.0, variance / crashes) if crashes else 1.0
+    v, w = effect * crashes, effect
+    lower = gamma.ppf(0.025, crashes**2 / v, scale=v / crashes) if crashes else 0.0
+    upper = gamma.ppf(0.975, (crashes + w) ** 2 / (v + w * w), scale=(v + w * w) / (crashes + w))
+    got = crash_rate(client_stats(clients), CRASH)
+    assert got.lower == pytest.approx(lower / hours * 1000, rel=1e-9, abs=1e-12)
+    assert got.upper == pytest.approx(upper / hours * 1000, rel=1e-9)
 
 
 def test_large_poisson_count_is_about_the_normal_interval() -> None:

@@ -28,8 +28,9 @@ With C crashes, H usage hours, n clients and c_i, h_i one client's crashes and h
   of the sandwich (d C / H^2) and, unlike a normal interval, a Poisson's right skew, which grows
   as the effective count shrinks: when a few clients bring most crashes, the total is skewed
   and a symmetric interval misses high (benchmarks/coverage.py, ~9 looping clients among 300:
-  71.3% coverage for the symmetric interval, 76.8% for this one). Method "exact"; "none" when
-  H = 0.
+  71.3% coverage for the symmetric interval, 76.8% for this one). It is Fay and Feuer's (1997)
+  gamma interval for a total of variance d C whose heaviest event weighs d. Method "exact";
+  "none" when H = 0.
 * Comparison (`compare`) of a candidate (1) to a baseline (0): the rate ratio r1 / r0.
   - Both effective counts C/d >= small_count (20): Wald interval of log(r1 / r0), whose variance
     is d1/C1 + d0/C0 (the Poisson 1/C of each log rate times its design effect).
