@@ -144,9 +144,11 @@ def expected_counts(content: bytes, layout_date: date | None) -> tuple[
     return counters, undated, unwanted, nonblank
 
 
-def check_scan_result(result: Any, content: bytes, layout_date: date | None) -> None:
-    """The engine counted every non-blank line once, as the rules say, and its rows add up."""
+def check_scan_result(result: Any, content: bytes, layout_date: date | None) -> dict[date, Any]:
+    """The engine counted every non-blank line once, as the rules say, and its rows add up.
+    Returns each date's rows, for further checks."""
     counters, undated, unwanted, nonblank = expected_counts(content, layout_date)
+    rows_by_date: dict[date, Any] = {}
     assert result.lines == nonblank, (result.lines, nonblank)
     assert result.undated == undated
     total = undated + unwanted
@@ -154,12 +156,13 @@ def check_scan_result(result: Any, content: bytes, layout_date: date | None) -> 
         got = {name: aggregator.counters[name] for name in rules.COUNTERS}
         assert got == {name: counters.get(day, Counter())[name] for name in rules.COUNTERS}
         total += sum(got.values())
-        rows = aggregator.finish()
+        rows = rows_by_date[day] = aggregator.finish()
         assert sum(row.stats["ping_count"] for row in rows) == got[rules.MAIN_PROCESSED]
         assert sum(row.stats["main_crashes"] for row in rows) == got[rules.CRASH_PROCESSED]
         for row in rows:
             assert all(math.isfinite(v) and v >= 0 for v in row.stats.values())
-    assert total == nonblank
+    assert total == nonblank  # every non-blank line in exactly one counter
+    return rows_by_date
 
 
 def inflate_strictly(data: bytes, suffix: str) -> bytes | None:

@@ -20,7 +20,6 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -127,13 +126,9 @@ def report(audit: Audit) -> int:
             print(f"VULNERABLE: {package}: {advisory}{why}")
     print(f"{audit.source}: {len(audit.audited)} packages audited, {len(audit.vulnerable)} "
           f"with known vulnerabilities, {len(audit.skipped)} not audited")
-    _listed("not audited", audit.skipped.items())
+    for name, why in sorted(audit.skipped.items()):
+        print(f"  not audited: {name}: {why}")
     return 1 if failing else 0
-
-
-def _listed(title: str, items: Iterable[tuple[str, str]]) -> None:
-    for name, why in sorted(items):
-        print(f"  {title}: {name}: {why}")
 
 
 def main() -> int:

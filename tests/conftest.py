@@ -29,7 +29,11 @@ def to_bytes(line: Line) -> bytes:
 
 def write_ping_file(path: Path, lines: Iterable[Line]) -> Path:
     """Write lines to `path`, compressed as its suffix says (.gz, .zst or plain)."""
-    data = b"".join(to_bytes(line) + b"\n" for line in lines)
+    return write_compressed(path, b"".join(to_bytes(line) + b"\n" for line in lines))
+
+
+def write_compressed(path: Path, data: bytes) -> Path:
+    """Write data to `path`, compressed as its suffix says (.gz, .zst or plain), folders made."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".gz":
         data = gzip.compress(data)

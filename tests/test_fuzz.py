@@ -27,7 +27,6 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
-import math
 import re
 import subprocess
 import sys
@@ -397,40 +396,21 @@ suffixes = st.sampled_from(["json", "jsonl.gz", "ndjson.zst"])
 chunk_sizes = st.sampled_from([sources.LINE_CHUNK, 65_536, 4_093])
 
 
-def expected_counts(files: list[bytes], layout_date: date | None) -> tuple[
-        dict[date, Counter[str]], int, int, int]:
-    """Per date counters, undated, pings of unwanted dates, and non-blank lines of the files,
-    read in order (the atheris harness's model, fuzz/fuzz_common.py, on their concatenation)."""
-    return fuzz_common.expected_counts(b"\n".join(files), layout_date)
-
-
 def check_scan(root: Path, files: list[bytes], layout_date: date | None) -> None:
     store = PingStore(str(root))
     found = store.files_for_date(layout_date) if layout_date else store.all_files()
     assert len(found) == len(files)
     spec = ScanSpec(layout_date, frozenset([layout_date]) if layout_date else WANTED)
     result = scan(store, found, spec)
-    counters, undated, unwanted, nonblank = expected_counts(files, layout_date)
-    assert result.lines == nonblank
-    assert result.undated == undated
-    total = undated + unwanted
-    for day, aggregator in result.aggregators.items():
-        got = {name: aggregator.counters[name] for name in rules.COUNTERS}
-        assert got == {name: counters.get(day, Counter())[name] for name in rules.COUNTERS}
-        total += sum(got.values())
-        rows = aggregator.finish()
-        pings = sum(row.stats["ping_count"] for row in rows)
-        assert pings == got[rules.MAIN_PROCESSED]
-        assert sum(row.stats["main_crashes"] for row in rows) == got[rules.CRASH_PROCESSED]
+    rows_by_date = fuzz_common.check_scan_result(result, b"\n".join(files), layout_date)
+    for day, rows in rows_by_date.items():
         for row in rows:
-            assert all(math.isfinite(v) and v >= 0 for v in row.stats.values())
             assert row.stats["usage_hours"] <= rules.MAX_USAGE_HOURS * row.stats["ping_count"]
         b"".join(copy_blocks(day.isoformat(), rows))  # the rows can be COPYed...
         if importlib.util.find_spec("pyarrow"):
             from crash_rate_aggregates.stores.parquet import to_table
 
             assert to_table(rows).num_rows == len(rows)  # ...and written as Parquet
-    assert total == nonblank  # every non-blank line in exactly one counter
 
 
 def _write_store(root: Path, files: list[list[bytes]], suffix: str,

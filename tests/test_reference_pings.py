@@ -18,7 +18,6 @@ Every expected value below was worked out by reading the JSON files, not by runn
 
 from __future__ import annotations
 
-import gzip
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -26,8 +25,8 @@ from typing import Any
 
 import orjson
 import pytest
-import zstandard
 
+from conftest import write_compressed
 from crash_rate_aggregates import rules
 from crash_rate_aggregates.aggregation import Aggregate, DateAggregator, DateBatch
 from crash_rate_aggregates.engines.local import ScanSpec, scan
@@ -365,15 +364,6 @@ FORMATS = [f"{ext}{compression}" for ext in (".json", ".jsonl", ".ndjson")
            for compression in ("", ".gz", ".zst")]
 
 
-def write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.name.endswith(".gz"):
-        data = gzip.compress(data)
-    elif path.name.endswith(".zst"):
-        data = zstandard.ZstdCompressor().compress(data)
-    path.write_bytes(data)
-
-
 def reference_lines(with_dates: bool) -> bytes:
     lines = []
     for name in sorted(EXPECTED):
@@ -390,7 +380,8 @@ def reference_lines(with_dates: bool) -> bytes:
 def test_scan_partitioned_reference_pings_in_every_format(
     tmp_path: Path, suffix: str, dedupe: bool, counters: dict[str, int], expected: list[Any],
 ) -> None:
-    write(tmp_path / "submission_date=2015-11-05" / f"part-0{suffix}", reference_lines(False))
+    write_compressed(tmp_path / "submission_date=2015-11-05" / f"part-0{suffix}",
+                     reference_lines(False))
     store = PingStore(str(tmp_path))
     files = store.files_for_date(SUB_2015)
     assert [Path(f.path).name for f in files] == [f"part-0{suffix}"]
@@ -403,7 +394,7 @@ def test_scan_partitioned_reference_pings_in_every_format(
 @pytest.mark.parametrize("suffix", FORMATS)
 def test_scan_flat_reference_pings_in_every_format(tmp_path: Path, suffix: str) -> None:
     # each ping with the submission date of the EXPECTED table, in one flat file
-    write(tmp_path / f"pings{suffix}", reference_lines(True))
+    write_compressed(tmp_path / f"pings{suffix}", reference_lines(True))
     store = PingStore(str(tmp_path))
     assert store.layout() == "flat"
     wanted = frozenset({SUB_2015, SUB_GC, SUB_CRASH})

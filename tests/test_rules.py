@@ -9,7 +9,6 @@ end to end through `engines.local.scan`.
 from __future__ import annotations
 
 import copy
-import gzip
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from datetime import date
@@ -18,8 +17,8 @@ from typing import Any
 
 import orjson
 import pytest
-import zstandard
 
+from conftest import write_compressed
 from crash_rate_aggregates import rules
 from crash_rate_aggregates.aggregation import Aggregate, DateAggregator, DateBatch
 from crash_rate_aggregates.engines.local import ScanResult, ScanSpec, scan
@@ -1246,13 +1245,7 @@ def _pick(stats: dict[str, float]) -> tuple[float, ...]:
 
 
 def write_ping_file(path: Path, lines: Iterable[object], newline: bytes = b"\n") -> None:
-    data = b"".join(line(doc) + newline for doc in lines)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.name.endswith(".gz"):
-        data = gzip.compress(data)
-    elif path.name.endswith(".zst"):
-        data = zstandard.ZstdCompressor().compress(data)
-    path.write_bytes(data)
+    write_compressed(path, b"".join(line(doc) + newline for doc in lines))
 
 
 def counters_of(result: ScanResult, day: date) -> dict[str, int]:
