@@ -73,11 +73,12 @@ def check_outcome(outcome: rules.Outcome | None, layout_date: date | None) -> No
         return
     assert outcome.key is not None and outcome.measures is not None
     assert len(outcome.measures) == len(rules.MEASURES)
-    assert all(math.isfinite(m) and m >= 0 for m in outcome.measures)
+    # integers (usage in seconds) within int64, so that the engines' sums are exact
+    assert all(type(m) is int and 0 <= m < 2**63 for m in outcome.measures)
     main = outcome.counter == rules.MAIN_PROCESSED
-    assert outcome.measures[0] == (1.0 if main else 0.0)
-    assert outcome.measures[2] == (0.0 if main else 1.0)
-    assert 0 <= outcome.measures[1] <= rules.MAX_USAGE_HOURS
+    assert outcome.measures[0] == (1 if main else 0)
+    assert outcome.measures[2] == (0 if main else 1)
+    assert 0 <= outcome.measures[1] <= rules.MAX_USAGE_SECONDS
     activity, dims = rules.key_to_row(outcome.key)
     day = date.fromisoformat(activity)
     assert day <= outcome.submission_date

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import shlex
 import sqlite3
 from pathlib import Path
 
@@ -10,6 +12,8 @@ from click.testing import CliRunner
 
 from crash_rate_aggregates import rules
 from crash_rate_aggregates.cli import cli
+
+README = Path(__file__).parent.parent / "README.md"
 
 
 def invoke(*args: str) -> str:
@@ -55,8 +59,7 @@ def test_generated_store_fills_and_every_line_is_counted(tmp_path: Path, layout:
 
 def test_demo_prints_rates_and_says_where_the_database_is(tmp_path: Path) -> None:
     db = tmp_path / "demo.db"
-    out = invoke("demo", "--db", f"sqlite:///{db}", "--days", "2", "--pings", "400",
-                 "--workers", "1")
+    out = invoke("demo", "--db", f"sqlite:///{db}", "--workers", "2")  # the defaults: a week
     assert "Crashes per 1,000 usage hours" in out
     table = out[out.index("channel"):].splitlines()
     channels = [line.split()[0] for line in table[2:6]]
@@ -65,4 +68,77 @@ def test_demo_prints_rates_and_says_where_the_database_is(tmp_path: Path) -> Non
     with sqlite3.connect(db) as connection:
         [(dates,)] = connection.execute(
             "SELECT count(DISTINCT submission_date) FROM crash_aggregates").fetchall()
-    assert dates == 2
+    assert dates == 7
+    # then the headline case: the bad nightly build, found by compare with its defaults
+    comparison = out[out.index("One nightly build was generated to crash more"):].splitlines()
+    assert comparison[2] == f"  crash-aggregates compare --db sqlite:///{db} --candidate " + (
+        comparison[4].split()[0] + "=" + comparison[4].split()[1])
+    assert re.fullmatch(r"build_id \d{14} against \d{14} on nightly", comparison[4])
+    verdicts = [line.split()[-1] for line in comparison[8:14]]
+    assert "regression" in verdicts, "\n".join(comparison)
+    # The README shows this output, run on another day: the same figures, other dates.
+    shown = undated(readme_demo_block().replace("sqlite:///crash_aggregates.db", "URL"))
+    printed = out[out.index("Crashes per 1,000"):].replace(f"sqlite:///{db}", "URL")
+    printed = printed[:printed.index("\nThe aggregates are in")].rstrip() + "\n\n" + printed[
+        printed.index("One nightly build"):]
+    assert undated(printed.rstrip("\n")) == shown
+
+
+def undated(text: str) -> str:
+    """Dates and the date part of build ids masked: the generator's figures do not depend on
+    the dates it is given."""
+    text = re.sub(r"\b\d{4}-\d{2}-\d{2}\b", "DATE", text)
+    return re.sub(r"\b\d{8}(\d{6})\b", r"BUILD\1", text)
+
+
+def readme_demo_block() -> str:
+    text = README.read_text()
+    after = text[text.index("the demo's table, then"):]
+    return after[after.index("```text\n") + 8:after.index("\n```\n")]
+
+
+def readme_compare_run() -> list[tuple[str, list[str]]]:
+    """The console block of the README's `compare` section: (command, its output lines)."""
+    text = README.read_text()
+    section = text[text.index("### `compare`"):]
+    block = section[section.index("```console\n") + 11:section.index("\n```\n")]
+    run: list[tuple[str, list[str]]] = []
+    for line in block.splitlines():
+        if line.startswith("$ "):
+            run.append((line[2:], []))
+        else:
+            run[-1][1].append(line)
+    return run
+
+
+def untimed(lines: list[str]) -> list[str]:
+    return [re.sub(r" in \d+\.\ds;", " in _s;", line.rstrip()) for line in lines]
+
+
+def test_the_readme_compare_example_runs_as_written(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    run = readme_compare_run()
+    assert [command.split()[:2] for command, _ in run] == [
+        ["crash-aggregates", "generate"], ["crash-aggregates", "fill"],
+        ["crash-aggregates", "compare"], ["echo", "$?"]]
+    monkeypatch.chdir(tmp_path)  # the README's relative paths: week/, week.db
+    status = None
+    for command, shown in run:
+        if command == "echo $?":
+            assert shown == [str(status)]
+            continue
+        result = CliRunner().invoke(cli, shlex.split(command)[1:], catch_exceptions=False)
+        status = result.exit_code
+        assert untimed(result.stdout.splitlines()) == untimed(shown), command
+    # the bad nightly build of the README's generate line is a regression: exit status 1
+    assert status == 1
+    assert any(line.split()[-1] == "regression" for line in run[2][1][3:])
+
+
+def test_generate_says_file_in_the_singular_and_explains_its_options(tmp_path: Path) -> None:
+    out = invoke("generate", "--out", str(tmp_path / "one"), "--from", "2016-03-14",
+                 "--pings", "7", "--light", "--files-per-day", "1")
+    assert out.startswith("wrote 7 pings in 1 file (")
+    help_text = " ".join(invoke("generate", "--help").split())
+    assert "--layout [partitioned|flat] partitioned: a folder" in help_text
+    assert "--files-per-day INTEGER RANGE Files each submission date" in help_text

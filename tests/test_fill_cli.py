@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import sqlite3
 import subprocess
 import sys
@@ -134,15 +135,18 @@ def test_file_that_is_not_gzip_fails_the_date(make_store: StoreMaker, tmp_path: 
     assert "Traceback" not in out + err
 
 
-def test_missing_store_is_one_line_per_date(tmp_path: Path) -> None:
+def test_missing_store_fails_once_and_records_every_date(tmp_path: Path) -> None:
+    """Not about one date: one line before anything is read, and a failed run per date."""
     code, out, err = run("fill", "--input", str(tmp_path / "nope"), "--from", "2016-03-14",
                          "--to", "2016-03-15", "--db", f"sqlite:///{tmp_path / 'x.db'}")
-    assert code == 1
-    assert out.splitlines() == [
-        f"2016-03-14 FAILED: ping store {tmp_path / 'nope'} does not exist or is not a folder",
-        f"2016-03-15 FAILED: ping store {tmp_path / 'nope'} does not exist or is not a folder",
-    ]
-    assert err.splitlines()[-1] == "failed dates: 2016-03-14, 2016-03-15"
+    assert code == 1 and out == ""
+    message = (f"ping store {tmp_path / 'nope'} does not exist or is not a folder "
+               "(no ping was read, no date was written)")
+    assert err == f"error: {message}\n"
+    with sqlite3.connect(tmp_path / "x.db") as connection:
+        runs = connection.execute("SELECT submission_date, status, error "
+                                  "FROM crash_aggregates_runs ORDER BY 1").fetchall()
+    assert runs == [("2016-03-14", "failed", message), ("2016-03-15", "failed", message)]
 
 
 def test_usage_errors_are_one_line(tmp_path: Path) -> None:
@@ -178,3 +182,25 @@ def test_python_dash_m_runs_the_cli() -> None:
     done = subprocess.run([sys.executable, "-m", "crash_rate_aggregates", "--version"],
                           capture_output=True, text=True, check=True)
     assert done.stdout.startswith("crash-aggregates, version ")
+
+
+@pytest.mark.parametrize("debug", ["", "1"])
+def test_an_unexpected_error_is_one_line(tmp_path: Path, debug: str) -> None:
+    """A bug (here an OSError raised by the armed fault point) is one line with a hint; the
+    traceback only with CRASH_AGGREGATES_DEBUG=1; neither shows the password of the URL."""
+    env = {**os.environ, "CRASH_AGGREGATES_FAULT_POINT": "cli.main",
+           "CRASH_AGGREGATES_FAULT_ACTION": "raise", "CRASH_AGGREGATES_DEBUG": debug}
+    job = subprocess.run(
+        [sys.executable, "-m", "crash_rate_aggregates", "fill", "--input", str(tmp_path),
+         "--db", "postgresql://crash:s3cr3t/pw@db.example.com/telemetry"],
+        env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert job.returncode == 1 and job.stdout == ""
+    last = job.stderr.splitlines()[-1]
+    assert last == ("error: unexpected OSError: fault point cli.main armed (a bug: please "
+                    "report it, with the output of the same command run with "
+                    "CRASH_AGGREGATES_DEBUG=1)")
+    if debug:
+        assert job.stderr.startswith("Traceback (most recent call last):")
+    else:
+        assert job.stderr == last + "\n"
+    assert "s3cr3t" not in job.stderr

@@ -191,3 +191,113 @@ def test_every_zstd_frame_is_read(tmp_path: Path) -> None:
     store = PingStore(str(tmp_path / "pings"))
     result = scan(store, store.files_for_date(DAY), ScanSpec(DAY, frozenset([DAY])))
     assert result.aggregators[DAY].counters[rules.MAIN_PROCESSED] == 3
+
+
+@pytest.mark.parametrize("extra", [[], ["--workers", "2"],
+                                   ["--parallel-dates", "2", "--to", "2016-03-15"]])
+def test_skip_never_replaces_a_date_with_nothing(tmp_path: Path, extra: list[str]) -> None:
+    """Every file of the date corrupt: with skip the date fails in one line and keeps its rows
+    (the other date of the group is written)."""
+    root = good_store(tmp_path / "pings", files=2)
+    write_ping_file(root / "submission_date=2016-03-15" / "p.json",
+                    [main_ping("x", submission="20160315", day="2016-03-15")])
+    db = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    common = ["fill", "--input", str(root), "--from", "2016-03-14", "--to", "2016-03-14",
+              "--db", db, "--workers", "1", "--on-corrupt-file", "skip", *extra]
+    assert invoke(*common)[0] == 0
+    before = open_store(db).read_rows(DAY)
+    assert before
+    for index in range(2):
+        (root / FOLDER / f"part-{index}.json.gz").write_bytes(CORRUPT["truncated.json.gz"])
+    code, out, err = invoke(*common)
+    assert code == 1
+    [failed] = [line for line in out.splitlines() if line.startswith("2016-03-14")]
+    assert failed.startswith("2016-03-14 FAILED: every ping file of 2016-03-14 is corrupt "
+                             "(2 skipped) (first: ")
+    assert failed.endswith("with --on-corrupt-file skip that would replace its rows with "
+                           "nothing: they are kept")
+    assert "skipped a corrupt file" not in err and "Traceback" not in out + err
+    assert open_store(db).read_rows(DAY) == before
+    last = open_store(db).read_runs(DAY)[-1]
+    assert (last["status"], last[rules.CORRUPT_FILES]) == ("failed", 2)
+
+
+def test_skip_fails_a_date_left_with_no_row(tmp_path: Path) -> None:
+    root = good_store(tmp_path / "pings", files=1)
+    db = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    common = ["fill", "--input", str(root), "--from", "2016-03-14", "--to", "2016-03-14",
+              "--db", db, "--on-corrupt-file", "skip"]
+    assert invoke(*common)[0] == 0
+    before = open_store(db).read_rows(DAY)
+    (root / FOLDER / "part-0.json.gz").write_bytes(gzip.compress(b"{not a ping}\n"))
+    (root / FOLDER / "part-1.json.gz").write_bytes(CORRUPT["truncated.json.gz"])
+    code, out, _ = invoke(*common)
+    assert code == 1 and out.startswith(
+        "2016-03-14 FAILED: 1 of the 2 ping files of 2016-03-14 are corrupt and the others "
+        "hold no row")
+    assert open_store(db).read_rows(DAY) == before
+
+
+def test_symlinked_ping_files_and_date_folders_are_read(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    write_ping_file(elsewhere / "a.json", [main_ping("a", "c1")])
+    write_ping_file(elsewhere / "day15" / "nested" / "b.json",
+                    [main_ping("b", "c2", submission="20160315", day="2016-03-15")])
+    write_ping_file(elsewhere / "more" / "c.json", [main_ping("c", "c3")])
+    root = tmp_path / "pings"
+    (root / FOLDER).mkdir(parents=True)
+    (root / FOLDER / "linked.json").symlink_to(elsewhere / "a.json")
+    (root / FOLDER / "linked-folder").symlink_to(elsewhere / "more")
+    (root / "submission_date=2016-03-15").symlink_to(elsewhere / "day15")
+    db = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    code, out, err = invoke("fill", "--input", str(root), "--from", "2016-03-14", "--to",
+                            "2016-03-15", "--db", db, "--workers", "1")
+    assert code == 0, out + err
+    lines = out.splitlines()
+    assert lines[0].startswith("2016-03-14 ok: ") and "main_processed=2 " in lines[0]
+    assert lines[1].startswith("2016-03-15 ok: ") and "main_processed=1 " in lines[1]
+
+
+def test_symlinks_in_a_flat_store_are_followed(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    write_ping_file(elsewhere / "a.json", [main_ping("a", "c1")])
+    write_ping_file(elsewhere / "more" / "b.json.gz", [main_ping("b", "c2")])
+    root = tmp_path / "pings"
+    root.mkdir()
+    (root / "a.json").symlink_to(elsewhere / "a.json")
+    (root / "more").symlink_to(elsewhere / "more")
+    (root / "back").symlink_to(root)  # a loop: named, and skipped with skip
+    code, out, err = invoke("fill", "--input", str(root), "--from", "2016-03-14", "--to",
+                            "2016-03-14", "--db", f"sqlite:///{tmp_path / 'db.sqlite'}",
+                            "--layout", "flat", "--on-corrupt-file", "skip", "--workers", "1")
+    assert code == 0, out + err
+    assert "main_processed=2 " in out and "corrupt_files=1 (skipped)" in out
+    assert f"{root / 'back'}: cannot open: a symbolic link back to a folder being read" in err
+
+
+BROKEN_LINKS = {
+    "dangling.json": ("nowhere.json", "a dangling symbolic link (it points to nowhere.json, "
+                                      "which does not exist)"),
+    "loop.json": ("loop.json", "a symbolic link loop (it points to loop.json)"),
+    "up": ("..", "a symbolic link back to a folder being read (it points to ..): a loop, or "
+                 "the same files twice"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BROKEN_LINKS))
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_broken_link_is_named(tmp_path: Path, name: str, workers: str) -> None:
+    root = good_store(tmp_path / "pings", files=2)
+    target, why = BROKEN_LINKS[name]
+    (root / FOLDER / name).symlink_to(target)
+    common = ["fill", "--input", str(root), "--from", "2016-03-14", "--to", "2016-03-14",
+              "--workers", workers]
+    code, out, err = invoke(*common, "--db", f"sqlite:///{tmp_path / 'a.sqlite'}")
+    assert code == 1
+    assert out == f"2016-03-14 FAILED: {root / FOLDER / name}: cannot open: {why}\n"
+    assert "Traceback" not in out + err
+    code, out, err = invoke(*common, "--db", f"sqlite:///{tmp_path / 'b.sqlite'}",
+                            "--on-corrupt-file", "skip")
+    assert code == 0, out + err
+    assert "main_processed=100 " in out and "corrupt_files=1 (skipped)" in out
+    assert f"skipped a corrupt file: {root / FOLDER / name}: cannot open: {why}" in err

@@ -4,6 +4,7 @@ or nothing on the local filesystem."""
 from __future__ import annotations
 
 import errno
+import multiprocessing
 import os
 import random
 import re
@@ -24,6 +25,7 @@ from crash_rate_aggregates import rules
 from crash_rate_aggregates.aggregation import Aggregate
 from crash_rate_aggregates.errors import StoreError
 from crash_rate_aggregates.fill import FillSettings, fill
+from crash_rate_aggregates.stores import parquet
 from crash_rate_aggregates.stores.base import RunRecord, open_store
 from crash_rate_aggregates.stores.parquet import ParquetStore
 from crash_rate_aggregates.synth import generate_store
@@ -118,6 +120,7 @@ def test_replace_keeps_only_the_new_version(tmp_path: Path) -> None:
     assert sorted(p.name for p in partition.iterdir()) == ["_SUCCESS", "part-r2.parquet"]
     assert [r.dimensions["channel"] for _, r in store.read_rows()] == ["nightly", "nightly"]
     assert store.markers()["2016-03-14"]["run_id"] == "r2"
+    store.close()  # the old partition, exchanged out, is deleted at the latest on close
     assert not list((tmp_path / "crash_aggregates" / "_staging").iterdir())
 
 
@@ -138,6 +141,25 @@ def test_disk_full_while_writing_keeps_the_old_partition(tmp_path: Path,
     assert sorted(p.name for p in Path(store.partition(DAY)).iterdir()) == [
         "_SUCCESS", "part-r1.parquet"]
     assert not list((tmp_path / "crash_aggregates" / "_staging").iterdir())
+
+
+class NoCredentialsError(Exception):
+    """As botocore raises when credentials expire mid-run: not an OSError."""
+
+
+def test_an_object_store_error_that_is_not_an_oserror_fails_the_date_in_one_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = ParquetStore(str(tmp_path))
+    store.replace_date(DAY, _rows(3, "beta"), _run("r1"))
+
+    def expired(table: Any, where: Any, **kwargs: Any) -> None:
+        raise NoCredentialsError("Unable to locate credentials")
+
+    monkeypatch.setattr(pq, "write_table", expired)
+    with pytest.raises(StoreError, match="^cannot write Parquet for 2016-03-14 under .*: "
+                                         "NoCredentialsError: Unable to locate credentials$"):
+        store.replace_date(DAY, _rows(5, "nightly"), _run("r2"))
+    assert [r.dimensions["channel"] for _, r in store.read_rows()] == ["beta"] * 3
 
 
 WRITER = """
@@ -181,15 +203,163 @@ def test_sigkill_mid_write_never_mixes_versions(tmp_path: Path) -> None:
                         pq.read_table(partition / names[1]).to_pylist()}
             assert len(versions) == 1
         else:
-            seen_missing += 1  # killed between the two renames
+            seen_missing += 1  # killed between two renames (where there is no exchange)
         store = ParquetStore(str(tmp_path / "out"))  # opening repairs an interrupted swap
         rows = store.read_rows(DAY)
         assert len(rows) == 20000
         assert len({r.dimensions["v"] for _, r in rows}) == 1
-    assert seen_missing <= 8
+    assert seen_missing == 0 or not parquet.CAN_EXCHANGE
 
 
 def test_missing_pyarrow_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "pyarrow", None)
     with pytest.raises(StoreError, match=r"pip install 'crash-rate-aggregates\[parquet\]'"):
         ParquetStore(str(tmp_path))
+
+
+# -- readers during replaces: every date, always -------------------------------------------------
+
+DATES = [date(2016, 3, 13), DAY, date(2016, 3, 15)]
+OLD_ROWS, NEW_ROWS = 300, 200  # the replaced date holds one or the other; the others OLD_ROWS
+REPLACES = 100
+LISTINGS_A_READ = 100  # a reader lists the folders this many times between two dataset reads
+
+
+def _three_dates(out: Path) -> None:
+    store = ParquetStore(str(out))
+    for day in DATES:
+        store.replace_date(day, _rows(OLD_ROWS, "old"), _run(f"first-{day}"))
+    store.close()
+
+
+def _replace_repeatedly(out: str, done: Any) -> None:
+    """In a child: replace one date REPLACES times, alternating its row count."""
+    store = ParquetStore(out)
+    try:
+        for version in range(REPLACES):
+            count = NEW_ROWS if version % 2 == 0 else OLD_ROWS
+            store.replace_date(DAY, _rows(count, f"v{version}"), _run(f"v{version:03d}"))
+    finally:
+        store.close()
+        done.set()
+
+
+def _listing_problems(root: Path) -> list[str]:
+    """What a reader listing the folders finds wrong: a date missing, a partition that is not
+    one `_SUCCESS` and one file."""
+    problems = []
+    partitions = sorted(os.listdir(root))
+    if partitions != [f"submission_date={day}" for day in DATES]:
+        problems.append(f"listed {partitions}")
+    for name in partitions:
+        files = sorted(os.listdir(root / name))
+        if len(files) != 2 or files[0] != "_SUCCESS":
+            problems.append(f"{name} held {files}")
+    return problems
+
+
+def _dataset_problems(root: Path) -> list[str] | None:
+    """What pyarrow.dataset reading the folder as one table finds wrong (its row count per
+    date); None when a file was deleted between its listing and its read (a loud error the
+    reader may retry, never a silently smaller table)."""
+    import pyarrow.dataset as ds
+
+    try:
+        table = ds.dataset(str(root), format="parquet", partitioning="hive").to_table(
+            columns=["submission_date"])
+    except FileNotFoundError:
+        return None
+    counts: dict[str, int] = {}
+    for value in table.column("submission_date").to_pylist():
+        counts[str(value)] = counts.get(str(value), 0) + 1
+    expected = {day.isoformat(): {OLD_ROWS, NEW_ROWS} if day == DAY else {OLD_ROWS}
+                for day in DATES}
+    if set(counts) != set(expected) or any(counts[d] not in expected[d] for d in counts):
+        return [f"read {counts}"]
+    return []
+
+
+def _read_until_done(out: str, done: Any, outcomes: Any) -> None:
+    """In a child: list and read the table until the writer is done, then once more."""
+    root = Path(out) / "crash_aggregates" / "v1"
+    reads = retried = 0
+    problems: list[str] = []
+    try:
+        while True:
+            finished = done.is_set()
+            for _ in range(LISTINGS_A_READ):
+                problems += _listing_problems(root)
+            found = _dataset_problems(root)
+            if found is None:
+                retried += 1
+                continue
+            problems += found
+            reads += 1
+            if finished:
+                break
+    except Exception as exc:  # a folder gone under the reader is a problem too
+        problems.append(f"{type(exc).__name__}: {exc}")
+    outcomes.put((reads, retried, problems[:10]))
+
+
+def test_readers_find_every_date_during_repeated_replaces(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    _three_dates(out)
+    context = multiprocessing.get_context("fork")
+    done, outcomes = context.Event(), context.Queue()
+    readers = [context.Process(target=_read_until_done, args=(str(out), done, outcomes))
+               for _ in range(2)]
+    writer = context.Process(target=_replace_repeatedly, args=(str(out), done))
+    for process in [*readers, writer]:
+        process.start()
+    try:
+        results = [outcomes.get(timeout=120) for _ in readers]
+    finally:
+        for process in [writer, *readers]:
+            process.join(timeout=60)
+    assert writer.exitcode == 0
+    for reads, _, problems in results:
+        assert problems == []
+        assert reads >= 1
+    assert [r.dimensions["channel"] for _, r in ParquetStore(str(out)).read_rows(DAY)] == \
+        [f"v{REPLACES - 1}"] * OLD_ROWS
+    assert not list((out / "crash_aggregates" / "_staging").iterdir())
+
+
+SWAP_WINDOWS = ("parquet.before_swap", "parquet.after_exchange")
+HELD_WRITER = """
+import sys
+from crash_rate_aggregates import rules
+from crash_rate_aggregates.aggregation import Aggregate
+from crash_rate_aggregates.stores.parquet import ParquetStore
+from datetime import UTC, date, datetime
+from crash_rate_aggregates.stores.base import RunRecord
+stats = dict.fromkeys(rules.STATS, 1.0)
+rows = [Aggregate("2016-03-13", {"channel": "new", "os_version": str(i)}, stats)
+        for i in range(int(sys.argv[2]))]
+store = ParquetStore(sys.argv[1])
+store.replace_date(date(2016, 3, 14), rows, RunRecord("held", date(2016, 3, 14), "completed",
+                   datetime.now(UTC), 0.0, len(rows), "/", "test", {}))
+store.close()
+"""
+
+
+@pytest.mark.parametrize("window", SWAP_WINDOWS)
+def test_a_reader_in_each_window_of_the_swap_finds_every_date(tmp_path: Path,
+                                                               window: str) -> None:
+    out = tmp_path / "out"
+    _three_dates(out)
+    env = {**os.environ, "CRASH_AGGREGATES_FAULT_POINT": window,
+           "CRASH_AGGREGATES_FAULT_ACTION": "pause"}
+    with subprocess.Popen([sys.executable, "-c", HELD_WRITER, str(out), str(NEW_ROWS)],
+                          stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          env=env) as writer:
+        assert writer.stderr is not None
+        assert writer.stderr.readline() == f"fault point {window} paused\n"
+        root = out / "crash_aggregates" / "v1"
+        assert _listing_problems(root) == []  # the writer stands in the window
+        assert _dataset_problems(root) == []
+        _, err = writer.communicate(timeout=60)
+    assert writer.returncode == 0, err
+    assert _dataset_problems(root) == []
+    assert len(ParquetStore(str(out)).read_rows(DAY)) == NEW_ROWS

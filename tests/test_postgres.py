@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from conftest import main_ping, write_ping_file
 from crash_rate_aggregates.cli import cli
 from crash_rate_aggregates.stores import postgres
-from crash_rate_aggregates.stores.base import open_store
+from crash_rate_aggregates.stores.base import RunRecord, open_store
 from crash_rate_aggregates.stores.queries import rates_view
 
 DAY = date(2016, 3, 14)
@@ -74,7 +74,7 @@ def test_schema_creation_is_idempotent(pg_url: str) -> None:
         store = open_store(pg_url)
         store.close()
     assert query(pg_url, "SELECT version FROM crash_aggregates_schema ORDER BY 1") == [
-        (1,), (2,), (3,), (4,)]
+        (version,) for version, _ in postgres.MIGRATIONS]
 
 
 def test_a_seed_database_is_adopted_without_losing_rows(pg_url: str) -> None:
@@ -88,20 +88,43 @@ def test_a_seed_database_is_adopted_without_losing_rows(pg_url: str) -> None:
         ("2016-03-01", {"channel": "nightly"})]
     store.close()
     assert query(pg_url, "SELECT version FROM crash_aggregates_schema ORDER BY 1") == [
-        (1,), (2,), (3,), (4,)]
+        (version,) for version, _ in postgres.MIGRATIONS]
 
 
 def test_migration_4_replaces_the_rates_view_of_an_older_database(pg_url: str) -> None:
     # A database left at version 3 still has the symmetric normal interval in its view; the
     # next open brings it to the effective-count limits of docs/rates.md.
     open_store(pg_url).close()
-    execute(pg_url, "DELETE FROM crash_aggregates_schema WHERE version = 4")
+    execute(pg_url, "DELETE FROM crash_aggregates_schema WHERE version >= 4")
     # an older body with the same columns (as the real one had): renamed inner columns mark it
     older = rates_view().replace("_high_root", "_older_root")
     execute(pg_url, f"CREATE OR REPLACE VIEW crash_rates_daily AS {older}")
     open_store(pg_url).close()
     definition = query(pg_url, "SELECT pg_get_viewdef('crash_rates_daily')")[0][0]
     assert "_high_root" in definition and "_older_root" not in definition
+
+
+def test_migration_5_numbers_the_runs_of_an_older_database_in_their_order(pg_url: str) -> None:
+    # A database left at version 4 has no commit numbers: its runs get them in the order
+    # they were read before (start time), and the next record comes after them all.
+    open_store(pg_url).close()
+    execute(pg_url, "DELETE FROM crash_aggregates_schema WHERE version >= 5; "
+                    "ALTER TABLE crash_aggregates_runs DROP COLUMN commit_seq")
+    for run_id, started in (("late", "2016-03-15 05:00"), ("early", "2016-03-15 04:00")):
+        execute(pg_url, "INSERT INTO crash_aggregates_runs (run_id, submission_date, status, "
+                        "started_at, duration_seconds, rows_written, input_url, product_version)"
+                        f" VALUES ('{run_id}', '2016-03-14', 'completed', '{started}+00', 1, 0,"
+                        " '/pings', 'old')")
+    store = open_store(pg_url)
+    try:
+        assert [run["run_id"] for run in store.read_runs(DAY)] == ["early", "late"]
+        store.record_run(RunRecord("next", DAY, "failed", datetime(2016, 3, 1, tzinfo=UTC),
+                                   0.0, 0, "/pings", "new", {}))
+        assert [run["run_id"] for run in store.read_runs(DAY)] == ["early", "late", "next"]
+    finally:
+        store.close()
+    assert query(pg_url, "SELECT run_id, commit_seq FROM crash_aggregates_runs ORDER BY 2") == [
+        ("early", 1), ("late", 2), ("next", 3)]
 
 
 def test_a_later_migration_keeps_rows(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -114,7 +137,7 @@ def test_a_later_migration_keeps_rows(pg_url: str, monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(postgres, "SCHEMA_VERSION", 99)
     open_store(pg_url).close()
     assert query(pg_url, "SELECT version FROM crash_aggregates_schema ORDER BY 1") == [
-        (1,), (2,), (3,), (4,), (99,)]
+        (version,) for version, _ in later]
     assert query(pg_url, "SELECT count(*) FROM crash_aggregates") == [(1,)]
     monkeypatch.undo()
     with pytest.raises(Exception, match="newer than this release knows"):

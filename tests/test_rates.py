@@ -8,6 +8,8 @@ from datetime import date
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.special import gammainc  # type: ignore[import-untyped]
 from scipy.stats import gamma  # type: ignore[import-untyped]
 
@@ -16,6 +18,7 @@ from crash_rate_aggregates import rules
 from crash_rate_aggregates.aggregation import DateAggregator, DateBatch
 from crash_rate_aggregates.rates import (
     Z95,
+    Comparison,
     Rate,
     add_stats,
     compare,
@@ -308,14 +311,14 @@ def test_compare_textbook_conditional_binomial() -> None:
 
 
 def test_compare_exact_case_with_unequal_hours() -> None:
-    # 0 crashes in 2000 h against 10 in 1000 h: k = 0 of 10, expected share 2/3. p = P(X = 0)
-    # doubled by the two-sided rule = (1/3)^10 (nothing is as unlikely on the other side).
+    # 0 crashes in 2000 h against 10 in 1000 h: k = 0 of 10, expected share 2/3. The central
+    # two-sided p doubles the smaller tail: 2 P(X <= 0) = 2 (1/3)^10.
     # The share's upper end solves (1 - p)^10 = 2.5%; the ratio is p / (1 - p) * 1000 / 2000.
     result = compare(poisson_stats(0, 2000.0), poisson_stats(10, 1000.0), CRASH)
     assert result.ratio == 0.0 and result.lower == 0.0
     share = 1 - 0.025 ** (1 / 10)
     assert result.upper == pytest.approx(share / (1 - share) / 2, rel=1e-6)
-    assert result.p_value == pytest.approx((1 / 3) ** 10, rel=1e-6)
+    assert result.p_value == pytest.approx(2 * (1 / 3) ** 10, rel=1e-6)
     assert result.verdict == "improvement"
 
 
@@ -326,11 +329,9 @@ def test_compare_exact_case_uses_design_effects() -> None:
     candidate = client_stats([(4, 100.0), (0, 100.0), (4, 100.0), (0, 100.0), (2, 100.0)])
     result = compare(candidate, poisson_stats(2, 500.0), CRASH, min_usage_hours=500)
     assert result.ratio == pytest.approx((10 / 500) / (2 / 500))
-    two_sided = sum(
-        math.comb(7, k) * (1 / 3) ** k * (2 / 3) ** (7 - k) for k in range(8)
-        if math.comb(7, k) * (1 / 3) ** k * (2 / 3) ** (7 - k)
-        <= math.comb(7, 5) * (1 / 3) ** 5 * (2 / 3) ** 2 * (1 + 1e-7)
-    )
+    # 5 of 7 is above the expected 7/3: p = 2 P(X >= 5) = 2 (21 * 4 + 7 * 2 + 1) / 3^7.
+    two_sided = 2 * binomial_tail(5, 7, 1 / 3)
+    assert two_sided == pytest.approx(2 * 99 / 3**7, rel=1e-12)
     assert result.p_value == pytest.approx(two_sided, rel=1e-9)
     assert result.verdict == "no significant change"
     assert result.lower is not None and result.lower < 1
@@ -345,12 +346,7 @@ def test_compare_chooses_the_exact_test_by_effective_counts() -> None:
     candidate = client_stats([(16, 100.0), (0, 100.0), (16, 100.0), (0, 100.0), (8, 100.0)])
     result = compare(candidate, poisson_stats(20, 1000.0), CRASH, min_usage_hours=500)
     share = 62.5 / 1062.5
-
-    def probability(k: int) -> float:
-        return math.comb(25, k) * share**k * (1 - share) ** (25 - k)
-
-    two_sided = sum(probability(k) for k in range(26)
-                    if probability(k) <= probability(5) * (1 + 1e-7))
+    two_sided = 2 * binomial_tail(5, 25, share)  # 5 is above the expected 25 * share = 1.47
     assert result.ratio == pytest.approx(4.0)
     assert result.p_value == pytest.approx(two_sided, rel=1e-9)
     assert result.verdict == "regression" and result.p_value < 0.05
@@ -416,3 +412,66 @@ def test_compare_against_a_baseline_without_crashes() -> None:
     assert result.ratio == math.inf and result.upper == math.inf
     assert result.p_value == pytest.approx(2 * 0.5**12, rel=1e-9)
     assert result.verdict == "regression"
+
+
+# -- one decision rule ------------------------------------------------------------------------
+
+
+def assert_one_rule(result: Comparison) -> None:
+    """The verdict, p < 0.05 and the interval excluding 1 say the same; the ratio is inside."""
+    assert result.p_value is not None and result.lower is not None and result.upper is not None
+    significant = result.p_value < 0.05
+    assert (result.verdict != "no significant change") is significant, result
+    assert (result.verdict == "regression") is (result.lower > 1), result
+    assert (result.verdict == "improvement") is (result.upper < 1), result
+    if result.ratio is not None:
+        assert result.lower <= result.ratio * (1 + 1e-9) and result.ratio <= result.upper * (
+            1 + 1e-9), result
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.integers(0, 300), st.integers(0, 300), st.floats(1000, 60_000), st.floats(1000, 60_000))
+def test_verdict_p_value_and_interval_never_disagree(new_crashes: int, old_crashes: int,
+                                                     new_hours: float, old_hours: float) -> None:
+    assert_one_rule(compare(poisson_stats(new_crashes, new_hours),
+                            poisson_stats(old_crashes, old_hours), CRASH))
+
+
+clients = st.lists(st.tuples(st.integers(0, 30), st.floats(50, 2000)), min_size=1, max_size=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(clients, clients)
+def test_one_rule_with_clustered_crashes(new: list[tuple[int, float]],
+                                         old: list[tuple[int, float]]) -> None:
+    # Design effects above 1 make the effective counts fractional: the same rule must hold.
+    assert_one_rule(compare(client_stats(new), client_stats(old), CRASH, min_usage_hours=0))
+
+
+def test_the_row_that_said_p_0_047_and_no_change() -> None:
+    # 0 crashes in 1000 h against 7 in 1500 h, no clustering: the exact test's minimum-likelihood
+    # p-value was 0.047 while the Clopper-Pearson interval reached 1.04 ("no significant
+    # change"). The central test, which that interval inverts, gives p = 2 P(X = 0 | 7, 2/5).
+    result = compare(poisson_stats(0, 1000.0), poisson_stats(7, 1500.0), CRASH)
+    assert result.p_value == pytest.approx(2 * 0.6**7, rel=1e-9)  # 0.056
+    assert result.verdict == "no significant change"
+    assert result.upper == pytest.approx(1.0407, abs=1e-4)
+    assert_one_rule(result)
+
+
+def test_the_worked_comparison_of_docs_rates() -> None:
+    # docs/rates.md, "a comparison the naive method gets wrong": effective counts 7.54 and
+    # 10.09 (not rounded), p = 0.23, ratio 2.0 in 0.67 to 5.69.
+    candidate = {CRASH: 48, "usage_hours": 12_000, "client_count": 2_000,
+                 f"client_{CRASH}_squared": 310, f"client_{CRASH}_usage_hours": 900,
+                 "client_usage_hours_squared": 160_000}
+    baseline = {CRASH: 30, "usage_hours": 15_000, "client_count": 2_500,
+                f"client_{CRASH}_squared": 90, f"client_{CRASH}_usage_hours": 400,
+                "client_usage_hours_squared": 190_000}
+    result = compare(candidate, baseline, CRASH)
+    assert result.ratio == pytest.approx(2.0)
+    assert result.p_value == pytest.approx(0.234, abs=5e-4)
+    assert (result.lower, result.upper) == (pytest.approx(0.670, abs=5e-4),
+                                            pytest.approx(5.694, abs=5e-4))
+    assert result.verdict == "no significant change"
+    assert_one_rule(result)

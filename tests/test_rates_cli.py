@@ -171,3 +171,153 @@ def test_views_agree_with_the_rates_library(generated: Path, tmp_path: Path, bac
                 expected_rate.lower, abs=6e-3 * expected_rate.upper)
             checked += stats[crash] > 0
     assert checked > 10
+
+
+# -- compare as a release gate: no data, no earlier build, days since release ------------------
+
+
+def test_compare_without_data_for_the_candidate_or_baseline_exits_3(tmp_path: Path) -> None:
+    url = filled(tmp_path, {OLD: 5, NEW: 40})
+    typo = "20991231000000"
+    code, out = invoke("compare", "--db", url, "--candidate", f"build_id={typo}")
+    assert (code, out) == (3, f"error: no data for build_id={typo} in any submission date\n")
+    code, out = invoke("compare", "--db", url, "--candidate", f"build_id={NEW}",
+                       "--from", "2016-03-01", "--to", "2016-03-13")  # not ingested yet
+    assert (code, out) == (3, f"error: no data for build_id={NEW} on nightly in submission "
+                              "dates 2016-03-01 to 2016-03-13\n")
+    code, out = invoke("compare", "--db", url, "--candidate", f"build_id={NEW}",
+                       "--baseline", "build_id=20160101000000")
+    assert code == 3
+    assert out == ("error: no data for build_id=20160101000000 on nightly in any submission "
+                   "date\n")
+    assert "--baseline" in invoke("compare", "--help")[1] and "3 no data" in " ".join(
+        invoke("compare", "--help")[1].split())
+
+
+def test_compare_says_when_there_is_no_earlier_build(tmp_path: Path) -> None:
+    url = filled(tmp_path, {OLD: 5, NEW: 40})
+    code, out = invoke("compare", "--db", url, "--candidate", f"build_id={OLD}")
+    assert (code, out) == (2, f"error: no earlier build_id than {OLD} on nightly: give "
+                              "--baseline\n")
+
+
+def lifetime_store(root: Path, days: dict[str, dict[str, tuple[int, int]]],
+                   versions: dict[str, str] | None = None) -> Path:
+    """Pings submitted on 2016-03-14: days[build][activity date] = (main pings of 20 hours, one
+    client each, crash pings)."""
+    lines: list[Any] = []
+    for build, per_day in days.items():
+        for day, (pings, crashes) in per_day.items():
+            for number in range(pings):
+                ping = main_ping(f"{build}-{day}-m{number}", f"{build}-{day}-c{number}",
+                                 day=day, length=20 * 3600, build_id=build)
+                ping["environment"]["build"]["version"] = (versions or {}).get(build, "48.0a1")
+                lines.append(ping)
+            for number in range(crashes):
+                ping = crash_ping(f"{build}-{day}-x{number}", f"{build}-{day}-c{number % pings}",
+                                  day=day)
+                ping["environment"]["build"]["buildId"] = build
+                ping["environment"]["build"]["version"] = (versions or {}).get(build, "48.0a1")
+                lines.append(ping)
+    write_ping_file(root / "submission_date=2016-03-14" / "p.json", lines)
+    return root
+
+
+def lifetime_db(tmp_path: Path, days: dict[str, dict[str, tuple[int, int]]],
+                versions: dict[str, str] | None = None) -> str:
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    store = lifetime_store(tmp_path / "pings", days, versions)
+    assert not fill(FillSettings(str(store), date(2016, 3, 14), date(2016, 3, 14), url)).failed
+    return url
+
+
+EARLY, LATE = "20160307030204", "20160310030204"
+
+
+def test_days_since_release_count_from_the_build_date(tmp_path: Path) -> None:
+    # LATE was built on 2016-03-10; 2 pings dated 03-08 are a data error (40 hours), not the
+    # start of its life. Its first 3 days are 03-10..03-12, EARLY's 03-07..03-09.
+    url = lifetime_db(tmp_path, {
+        EARLY: {"2016-03-07": (20, 2), "2016-03-08": (20, 2), "2016-03-09": (20, 2),
+                "2016-03-12": (20, 9)},
+        LATE: {"2016-03-08": (2, 1), "2016-03-10": (20, 3), "2016-03-11": (20, 3),
+               "2016-03-12": (20, 3), "2016-03-13": (20, 9)},
+    })
+    code, out = invoke("compare", "--db", url, "--candidate", f"build_id={LATE}",
+                       "--days-since-release", "3", "--format", "json", "--min-usage-hours", "1")
+    assert code == 0, out
+    report = json.loads(out)
+    assert report["baseline"] == EARLY
+    assert report["candidate_dates"] == ["2016-03-10", "2016-03-12"]
+    assert report["baseline_dates"] == ["2016-03-07", "2016-03-09"]
+    assert report["candidate_hours_before_build"] == pytest.approx(40.0)
+    assert report["baseline_hours_before_build"] == 0
+    main = report["results"][0]
+    assert main["candidate"]["usage_hours"] == pytest.approx(60 * 20.0)
+    assert main["candidate"]["crashes"] == 9 and main["baseline"]["crashes"] == 6
+    code, out = invoke("compare", "--db", url, "--candidate", f"build_id={LATE}",
+                       "--days-since-release", "3", "--min-usage-hours", "1")
+    assert out.splitlines()[:2] == [
+        f"build_id {LATE} against {EARLY} on nightly (activity 2016-03-10..2016-03-12 against "
+        "2016-03-07..2016-03-09)",
+        "usage before build date: 40.0 hours ignored (candidate; a data error: no session can "
+        "start before its build)"]
+
+
+def test_days_since_release_of_a_version_and_when_there_is_nothing(tmp_path: Path) -> None:
+    # Version 49.0a1's first build id is of 2016-03-09: its days count from there.
+    first_build, next_build = "20160309120000", "20160311120000"
+    url = lifetime_db(tmp_path, {
+        EARLY: {"2016-03-08": (10, 1)},
+        first_build: {"2016-03-09": (10, 1), "2016-03-10": (10, 1)},
+        next_build: {"2016-03-11": (10, 1), "2016-03-13": (10, 1)},
+    }, versions={first_build: "49.0a1", next_build: "49.0a1"})
+    code, out = invoke("compare", "--db", url, "--candidate", "build_version=49.0a1",
+                       "--baseline", "build_version=48.0a1", "--days-since-release", "3",
+                       "--format", "json")
+    assert code == 0, out
+    report = json.loads(out)
+    assert report["candidate_dates"] == ["2016-03-09", "2016-03-11"]
+    assert report["results"][0]["candidate"]["usage_hours"] == pytest.approx(30 * 20.0)
+    assert report["baseline_dates"] == ["2016-03-07", "2016-03-09"]  # 48.0a1: EARLY's date
+    # A build whose first days are not in the store has no data there: exit 3, not a verdict.
+    code, out = invoke("compare", "--db", url, "--candidate", f"build_id={next_build}",
+                       "--baseline", "build_id=20160301000000", "--days-since-release", "2")
+    assert (code, out) == (3, "error: no data for build_id=20160301000000 on nightly in "
+                              "activity dates 2016-03-01 to 2016-03-02 (its first 2 days since "
+                              "its build date)\n")
+    code, out = invoke("compare", "--db", url, "--candidate", "channel=nightly",
+                       "--baseline", "channel=beta", "--days-since-release", "2")
+    assert code == 2 and "build_id=... or build_version=..." in out
+
+
+# -- what the output says: dates, whole numbers -----------------------------------------------
+
+
+def test_rates_default_to_every_stored_date_and_counts_are_integers(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    root = tmp_path / "pings"
+    for day in ("2016-03-13", "2016-03-14"):
+        lines: list[Any] = [main_ping(f"{day}-m{n}", f"c{n}", day=day, submission=day,
+                                      length=36_000, content=1) for n in range(26)]
+        lines.append(crash_ping(f"{day}-x", "c0", day=day, submission=day))
+        write_ping_file(root / f"submission_date={day}" / "p.json", lines)
+    assert not fill(FillSettings(str(root), date(2016, 3, 13), date(2016, 3, 14), url)).failed
+    code, out = invoke("rates", "--db", url, "--by", "channel", "--format", "json")
+    [row] = json.loads(out)
+    assert row["usage_hours"] == pytest.approx(520.0)  # both dates: every stored one
+    assert row["client_count"] == 52 and type(row["client_count"]) is int
+    assert row["main_crashes"]["crashes"] == 2 and type(row["main_crashes"]["crashes"]) is int
+    assert type(row["content_crashes"]["crashes"]) is int
+    code, out = invoke("rates", "--db", url, "--by", "channel", "--format", "csv")
+    header, values = out.splitlines()
+    record = dict(zip(header.split(","), values.split(","), strict=True))
+    assert (record["client_count"], record["main_crashes"], record["content_crashes"]) == (
+        "52", "2", "52")
+    for command in ("rates", "compare"):
+        help_text = " ".join(invoke(command, "--help")[1].split())
+        assert "yesterday" not in help_text, command
+        assert "(default: the first stored one)" in help_text
+    code, out = invoke("compare", "--db", url, "--candidate", "channel=nightly", "--baseline",
+                       "channel=nightly", "--format", "json")
+    assert json.loads(out)["results"][0]["candidate"]["clients"] == 52

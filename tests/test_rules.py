@@ -97,8 +97,8 @@ BASE_KEY = (
     "45.0", "20160301000000", "nightly", "Fennec", "Windows_NT", "10.0", "x86", "DE",
     "exp-1", "control", "False", "test", "d3d11",
 )
-MAIN_MEASURES = (1.0, 2.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)  # 7200 s = 2 usage hours
-CRASH_MEASURES = (0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+MAIN_MEASURES = (1, 7200, 0, 0, 0, 0, 0, 0)  # integers: usage in seconds (2 usage hours)
+CRASH_MEASURES = (0, 0, 1, 0, 0, 0, 0, 0)
 ARABIC_INDIC_BUILD_ID = "".join(chr(0x0660 + int(c)) for c in "20160301000000")
 FULLWIDTH_BUILD_ID = "".join(chr(0xFF10 + int(c)) for c in "20160301000000")
 
@@ -829,13 +829,16 @@ def test_rule7_usage_hours(length: object, hours: float | None) -> None:
         assert outcome == Outcome(MAIN_IGNORED, DAY, "doc-1")
     else:
         assert outcome is not None and outcome.counter == MAIN_PROCESSED
-        assert outcome.measures == (1.0, hours, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+        assert outcome.measures is not None
+        seconds = outcome.measures[1]  # whole seconds, divided by 3600 once per aggregate
+        assert type(seconds) is int and seconds / rules.SECONDS_PER_HOUR == hours
+        assert outcome.measures == (1, seconds, 0, 0, 0, 0, 0, 0)
 
 
 def test_rule7_one_second() -> None:
     outcome = processed(make_main({"payload.info.subsessionLength": 1}))
     assert outcome.measures is not None
-    assert outcome.measures[1] == pytest.approx(1 / 3600)
+    assert outcome.measures[1] == 1
 
 
 def test_rule7_integer_beyond_64_bits_is_not_counted() -> None:
@@ -861,7 +864,7 @@ def test_rule8_all_five_counts() -> None:
     doc = make_main({"payload.keyedHistograms": hist(1, 2, 3, 4, 5)})
     # order of MEASURES: ping_count, usage_hours, main_crashes, content, plugin, gmplugin,
     # content_shutdown, gpu
-    assert processed(doc).measures == (1.0, 2.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0)
+    assert processed(doc).measures == (1, 7200, 0, 1, 2, 3, 4, 5)
 
 
 @pytest.mark.parametrize(
@@ -878,8 +881,8 @@ def test_rule8_each_count_from_bucket_zero(histogram: str, key: str, index: int)
     doc = make_main({"payload.keyedHistograms": {
         histogram: {key: {"bucket_count": 3, "histogram_type": 4, "range": [1, 2], "sum": 10,
                           "values": {"0": 3, "1": 7}}}}})
-    expected = [1.0, 2.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
-    expected[index] = 3.0
+    expected = [1, 7200, 0, 0, 0, 0, 0, 0]
+    expected[index] = 3
     assert processed(doc).measures == tuple(expected)
 
 
@@ -889,7 +892,7 @@ def test_rule8_missing_or_invalid_count_is_zero(count: object) -> None:
     doc = make_main({"payload.keyedHistograms": hist(1, 2, 3, 4, 5)})
     _change(doc, "payload.keyedHistograms.SUBPROCESS_CRASHES_WITH_DUMP.plugin.values.0", count)
     _change(doc, "payload.keyedHistograms.SUBPROCESS_KILL_HARD.ShutDownKill.values.0", count)
-    assert processed(doc).measures == (1.0, 2.0, 0.0, 1.0, 0.0, 3.0, 0.0, 5.0)
+    assert processed(doc).measures == (1, 7200, 0, 1, 0, 3, 0, 5)
 
 
 @pytest.mark.parametrize(

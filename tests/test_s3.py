@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
 import sys
 from collections.abc import Iterator
 from datetime import date
@@ -95,3 +98,62 @@ def test_missing_s3fs_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(InputError, match=r"s3:// URLs need pip install "
                                          r"'crash-rate-aggregates\[s3\]'"):
         PingStore("s3://pings/store")
+
+
+def _fill_process(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`crash-aggregates fill` in a child process with the fault point before each ping file
+    is opened armed to kill it: an exit status of 1 proves no ping file was opened."""
+    armed = {**env, "CRASH_AGGREGATES_FAULT_POINT": "sources.open_file",
+             "CRASH_AGGREGATES_FAULT_ACTION": "kill"}
+    return subprocess.run([sys.executable, "-m", "crash_rate_aggregates", "fill", *args],
+                          env=armed, capture_output=True, text=True, timeout=120)
+
+
+def _without_credentials() -> dict[str, str]:
+    env = {name: value for name, value in os.environ.items()
+           if name not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")}
+    # no profile file, no instance metadata: botocore finds no credentials at all
+    return {**env, "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+            "AWS_CONFIG_FILE": "/nonexistent", "AWS_EC2_METADATA_DISABLED": "true"}
+
+
+@pytest.mark.parametrize("case", ["no credentials", "missing bucket", "input: no credentials",
+                                  "input: missing bucket"])
+def test_store_errors_fail_once_before_any_ping_is_read(s3: object, tmp_path: Path,
+                                                        case: str) -> None:
+    local = tmp_path / "pings"
+    generate_store(local, LAST, LAST, 50, heavy=False, files_per_day=2)
+    db = tmp_path / "runs.db"
+    env = _without_credentials() if "credentials" in case else dict(os.environ)
+    bucket = "s3://no-such-bucket/out" if "bucket" in case else "s3://aggregates/probed"
+    if case.startswith("input"):
+        args = ["--input", bucket, "--db", f"sqlite:///{db}"]
+    else:
+        args = ["--input", str(local), "--db", f"sqlite:///{db}", "--parquet", bucket]
+    job = _fill_process([*args, "--from", str(FIRST), "--to", str(LAST), "--workers", "1"], env)
+    assert job.returncode == 1, job.stderr  # not killed (-9): no ping file was opened
+    assert job.stdout == "" and "Traceback" not in job.stderr
+    [line] = job.stderr.splitlines()
+    reason = ("NoCredentialsError: Unable to locate credentials" if "credentials" in case
+              else "FileNotFoundError: The specified bucket does not exist"
+              if not case.startswith("input") else "does not exist or is not a folder")
+    assert line.startswith("error: ") and reason in line, line
+    assert line.endswith("(no ping was read, no date was written)")
+    # a run record per date where a store can hold one (the database)
+    runs = open_store(f"sqlite:///{db}").read_runs()
+    assert [(r["submission_date"], r["status"]) for r in runs] == [
+        (str(FIRST), "failed"), (str(LAST), "failed")]
+    assert all(r["error"] == line.removeprefix("error: ") for r in runs)
+
+
+def test_the_probe_leaves_nothing_and_the_fault_point_is_live(s3: object,
+                                                               tmp_path: Path) -> None:
+    """The control of the test above: with a writable bucket the job gets to the first ping
+    file (and the armed fault point kills it there); the write probe left no object."""
+    local = tmp_path / "pings"
+    generate_store(local, LAST, LAST, 50, heavy=False, files_per_day=1)
+    job = _fill_process(["--input", str(local), "--from", str(LAST), "--to", str(LAST),
+                         "--db", f"sqlite:///{tmp_path / 'x.db'}", "--parquet",
+                         "s3://aggregates/control", "--workers", "1"], dict(os.environ))
+    assert job.returncode == -signal.SIGKILL, job.stderr
+    assert s3.find("aggregates/control") == []  # type: ignore[attr-defined]

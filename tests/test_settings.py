@@ -36,7 +36,7 @@ def test_defaults() -> None:
         parallel_dates=1, log_format="text", webhook_url=None, smtp_url=None,
         email_from="crash-aggregates@localhost", email_to=(), watchdog_days=7,
         watchdog_weeks=4, watchdog_volume_ratio=0.5, watchdog_ignored_jump=0.05,
-        min_usage_hours=1000.0)
+        watchdog_rows_ratio=0.5, min_usage_hours=1000.0)
     assert set(settings.sources.values()) == {"default"}
 
 
@@ -127,7 +127,8 @@ def test_typed_values_from_each_source(tmp_path: Path) -> None:
     ({}, {}, "wokers = 3",
      "config file {config}: unknown setting 'wokers' (known: db, parquet, input, workers, "
      "parallel_dates, log_format, webhook_url, smtp_url, email_from, email_to, watchdog_days, "
-     "watchdog_weeks, watchdog_volume_ratio, watchdog_ignored_jump, min_usage_hours)"),
+     "watchdog_weeks, watchdog_volume_ratio, watchdog_ignored_jump, watchdog_rows_ratio, "
+         "min_usage_hours)"),
     ({}, {}, "workers = ",
      "config file {config} is not valid TOML: Invalid value (at line 1, column 11)"),
 ])

@@ -336,3 +336,36 @@ def test_tiny_store_and_bad_arguments(tmp_path: Path) -> None:
         generate_store(tmp_path / "x", END, START, 10)
     with pytest.raises(ValueError):
         generate_store(tmp_path / "x", START, END, 10, files_per_day=0)
+
+
+def build_date(build_id: object) -> date | None:
+    if not (isinstance(build_id, str) and BUILD_ID.fullmatch(build_id)):
+        return None  # one of the spoilt build ids
+    return date(int(build_id[:4]), int(build_id[4:6]), int(build_id[6:8]))
+
+
+@pytest.mark.parametrize("store", ["light", "flat"])
+def test_no_session_starts_before_its_build(store: str, request: pytest.FixtureRequest) -> None:
+    generated: Store = request.getfixturevalue(store)
+    checked = 0
+    for doc in generated.docs():
+        built = build_date(get(doc, "environment", "build", "buildId"))
+        if doc.get("type") == "main":
+            start = get(doc, "payload", "info", "subsessionStartDate")
+            day = start[:10] if isinstance(start, str) and START_DATE.fullmatch(start) else None
+        else:
+            day = get(doc, "payload", "crashDate")
+        if built is None or not (isinstance(day, str) and real_date(day)):
+            continue
+        assert date.fromisoformat(day) >= built, (doc["id"], day, built)
+        checked += 1
+    assert checked > 0.9 * generated.summary.pings
+
+
+def test_the_bad_nightly_build_is_named(light: Store) -> None:
+    bad = light.summary.regression_build_id
+    nightly = {get(d, "environment", "build", "buildId") for d in light.of_type("main")
+               if d["meta"].get("normalizedChannel") == "nightly"}
+    assert bad in nightly
+    # two days before the middle of the dates: (END - START) // 2 - 2 days after START
+    assert build_date(bad) == date(2016, 3, 12)

@@ -213,7 +213,7 @@ def test_as_dict_is_json_ready(sqlite_store: Any) -> None:
     assert data["ok"] is False
     assert (data["first"], data["last"]) == ("2024-03-18", "2024-03-18")
     assert data["thresholds"] == {"weeks": 4, "volume_ratio": 0.5, "ignored_jump": 0.05,
-                                  "min_history": 2}
+                                  "min_history": 2, "rows_ratio": 0.5}
     assert data["summary"] == ("watchdog 2024-03-18 to 2024-03-18: 2 of 4 checks FAILED "
                                "(on 2024-03-18)")
     assert data["findings"][1] == {
@@ -311,5 +311,82 @@ def test_after_a_real_fill_with_parquet(filled: tuple[str, Path]) -> None:
         found = by_key(check(store, 1, today=LAST + timedelta(days=1), parquet=parquet))
         assert found[LAST, "parquet"].message == (
             f"_SUCCESS lists {marker['files'][0]}, which is missing")
+    finally:
+        store.close()
+
+
+def write_rows(store: Any, day: date, run_id: str, rows: int, corrupt_files: int = 0) -> None:
+    """A completed run of `day` that wrote `rows` rows (one per channel) and skipped
+    `corrupt_files` files."""
+    stats = {name: 0.0 for name in rules.STATS}
+    aggregates = [Aggregate(day.isoformat(), {"channel": f"c{i}"}, {**stats, "usage_hours": 1.0})
+                  for i in range(rows)]
+    when = datetime.combine(day + timedelta(days=1), datetime.min.time(), UTC)
+    store.replace_date(day, aggregates, RunRecord(
+        run_id, day, "completed", when, 1.0, rows, "file:///pings", "0.1.0",
+        {**counters(100, 0), rules.CORRUPT_FILES: corrupt_files}))
+
+
+def run_finding(store: Any, thresholds: Thresholds | None = None) -> Finding:
+    report = check(store, 1, today=TODAY, thresholds=thresholds or Thresholds())
+    [found] = [f for f in report.findings
+               if f.check == "run"]
+    return found
+
+
+def test_a_date_with_no_rows_fails_the_run_check(sqlite_store: Any) -> None:
+    write_rows(sqlite_store, MONDAY, "run-empty", 0)
+    found = run_finding(sqlite_store)
+    assert not found.ok
+    assert found.message == "last run run-empty completed: 0 rows: the date has no data"
+
+
+def test_skipped_corrupt_files_fail_the_run_check(sqlite_store: Any) -> None:
+    write_rows(sqlite_store, MONDAY, "run-skipped", 40, corrupt_files=2)
+    found = run_finding(sqlite_store)
+    assert not found.ok
+    assert found.message == (
+        "last run run-skipped completed: 40 rows, but it skipped 2 corrupt files "
+        "(--on-corrupt-file skip): their pings are missing; fix or remove the files and fill "
+        "the date again")
+
+
+def test_rows_far_below_the_same_weekday_median_fail_the_run_check(sqlite_store: Any) -> None:
+    for weeks, rows in ((1, 100), (2, 120), (3, 80), (4, 110)):
+        write_rows(sqlite_store, MONDAY - timedelta(weeks=weeks), f"run-{weeks}", rows)
+    write_rows(sqlite_store, MONDAY, "run-few", 30)
+    found = run_finding(sqlite_store)
+    assert (found.ok, found.value, found.median) == (False, 30, 105)  # (100 + 110) / 2
+    assert found.message == ("last run run-few completed: 30 rows, 29% of the median 105 of 4 "
+                             "earlier Mondays (fails below 50%)")
+    assert run_finding(sqlite_store, Thresholds(rows_ratio=0.25)).ok
+    assert run_finding(sqlite_store, Thresholds(rows_ratio=0)).ok  # off
+    settings = resolve({}, env={"CRASH_AGGREGATES_WATCHDOG_ROWS_RATIO": "0.2"})
+    assert Thresholds.from_settings(settings).rows_ratio == 0.2
+    with pytest.raises(UsageError, match=r"rows ratio must be in \[0, 1\], not 2"):
+        Thresholds(rows_ratio=2)
+
+
+def test_a_date_whose_files_were_all_skipped_is_flagged(tmp_path: Path) -> None:
+    """The whole chain: fill --on-corrupt-file skip fails the date and keeps its rows, and the
+    watchdog names it."""
+    day = MONDAY
+    folder = tmp_path / "pings" / f"submission_date={day}"
+    write_ping_file(folder / "p.json", [main_ping("a", submission=day.strftime("%Y%m%d"),
+                                                  day=day.isoformat())])
+    db = f"sqlite:///{tmp_path / 'out.db'}"
+    settings = FillSettings(str(tmp_path / "pings"), day, day, db_url=db, workers=1,
+                            on_corrupt_file="skip")
+    assert not fill(settings).failed
+    (folder / "p.json").unlink()
+    (folder / "p.json.gz").write_bytes(b"not gzip")
+    report = fill(settings)
+    assert report.failed == [day]
+    store = open_store(db)
+    try:
+        assert len(store.read_rows(day)) == 1  # kept
+        found = run_finding(store)
+        assert not found.ok and "every ping file of 2024-03-18 is corrupt" in found.message
+        assert store.read_runs(day)[-1][rules.CORRUPT_FILES] == 1
     finally:
         store.close()

@@ -9,25 +9,39 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import signal
+import socket
 import sqlite3
+import subprocess
 import sys
+import threading
+import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
-from datetime import date
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
+import uvicorn
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
 from conftest import crash_ping, main_ping, with_search_path, write_ping_file
 from crash_rate_aggregates import rates, rules
+from crash_rate_aggregates.aggregation import Aggregate
 from crash_rate_aggregates.cli import cli
 from crash_rate_aggregates.errors import StoreError
 from crash_rate_aggregates.fill import FillSettings, fill
-from crash_rate_aggregates.stores.base import open_store
+from crash_rate_aggregates.stores.base import RunRecord, open_store
+from crash_rate_aggregates.stores.queries import StatsQuery
 from crash_rate_aggregates.synth import generate_store
+from crash_rate_aggregates.web import views
 from crash_rate_aggregates.web.app import create_app
 from crash_rate_aggregates.web.readonly import Limits, QueryTimeout, WebStore, open_readonly
 
@@ -221,12 +235,13 @@ def test_compare_matches_the_rates_library(client: TestClient, db_url: str) -> N
         assert result["candidate"]["usage_hours"] == pytest.approx(new["usage_hours"])
     assert answer["regression"] is any(r["verdict"] == "regression" for r in answer["results"])
 
+    # Each side's first 60 days from its build date (44.0's builds are of January).
     by_days = client.get("/api/compare", params={"candidate": "build_version=44.0.1",
                                                  "baseline": "build_version=44.0",
-                                                 "days_since_release": 3}).json()
-    assert by_days["days_since_release"] == 3
+                                                 "days_since_release": 60}).json()
+    assert by_days["days_since_release"] == 60
     first, last = by_days["candidate_dates"]
-    assert (date.fromisoformat(last) - date.fromisoformat(first)).days == 2
+    assert (date.fromisoformat(last) - date.fromisoformat(first)).days == 59
 
 
 def test_compare_without_enough_usage_says_so(client: TestClient) -> None:
@@ -274,6 +289,35 @@ def test_health_shows_each_dates_latest_run(client: TestClient) -> None:
     page = client.get("/health")
     assert page.status_code == 200
     assert "2016-03-14" in page.text and "main processed" in page.text
+
+
+@pytest.mark.parametrize("backend",
+                         ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_health_describes_the_run_that_committed_last(
+        backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """Two overlapping runs of one date: the one that started later committed first. The
+    rows in the table are the other's, and that is the run the health page must name."""
+    url = (f"sqlite:///{tmp_path / 'order.db'}" if backend == "sqlite"
+           else str(request.getfixturevalue("pg_url")))
+    day = date(2016, 3, 14)
+    row = Aggregate("2016-03-14", {"channel": "nightly"}, {"usage_hours": 1.0})
+    writer = open_store(url)
+    try:
+        for run_id, started in (("started-late", datetime(2016, 3, 15, 2, tzinfo=UTC)),
+                                ("started-early", datetime(2016, 3, 15, 1, tzinfo=UTC))):
+            writer.replace_date(day, [row], RunRecord(
+                run_id, day, "completed", started, 1.0, 1, "pings", "test",
+                {name: 0 for name in rules.COUNTERS}))
+    finally:
+        writer.close()
+    reader = open_readonly(url)
+    try:
+        health = TestClient(create_app(reader)).get("/api/health").json()
+    finally:
+        reader.close()
+    [only] = health["days"]
+    assert only["runs"] == 2
+    assert only["latest"]["run_id"] == "started-early"
 
 
 # -- errors -----------------------------------------------------------------------------------
@@ -342,6 +386,123 @@ def test_the_time_limit_stops_a_runaway_query(store: WebStore, db_url: str) -> N
         limited.close()
 
 
+ENDLESS = ("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) "
+           "SELECT count(*) FROM n")
+LIMIT_MS = 200
+#: A generous bound on what a request may take past its limit, on a loaded machine.
+BOUND_S = 20 * LIMIT_MS / 1000
+
+
+def test_a_requests_deadline_covers_all_its_statements(db_url: str) -> None:
+    """One deadline for the request: a statement started late gets only what is left, and
+    once it has passed nothing more runs."""
+    limited = open_readonly(db_url, Limits(timeout_ms=LIMIT_MS))
+    try:
+        request = limited.until(time.monotonic() + LIMIT_MS / 1000)
+        started = time.monotonic()
+        with pytest.raises(QueryTimeout, match=f"the request took longer than {LIMIT_MS} ms"):
+            request.select(ENDLESS)
+        assert time.monotonic() - started < BOUND_S
+        with pytest.raises(QueryTimeout, match="the request took longer"):
+            request.select("SELECT 1")  # out of time: not even a trivial statement runs
+        assert limited.select("SELECT 1")[0][0] == 1  # another request still can
+    finally:
+        limited.close()
+
+
+def test_python_work_on_the_rows_counts_against_the_deadline(store: WebStore) -> None:
+    deadline = time.monotonic() + 2  # ample for the query (some 20 ms), however loaded
+    rows = store.until(deadline).sum_stats(StatsQuery(by=("channel",)))
+    assert rows[0][0]  # the rows came back in time
+    time.sleep(max(0.0, deadline - time.monotonic()) + 0.01)  # now surely past the deadline
+    with pytest.raises(QueryTimeout, match="the request took longer"):
+        for _ in rows:  # as reports.rate_rows works out the intervals row by row
+            pass
+
+
+@contextmanager
+def serving(app: Any) -> Iterator[str]:
+    """The app on uvicorn in a thread, on a loopback port the OS picked: its base URL."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    started = time.monotonic() + 15
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < started, "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        listener.close()
+
+
+def fetch(url: str) -> tuple[int, dict[str, str], Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response:
+            return response.status, dict(response.headers), json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), json.loads(error.read())
+
+
+@contextmanager
+def locked(backend: str, url: str) -> Iterator[None]:
+    """Another session holds a lock that every read of crash_aggregates waits for: queries
+    that would never end, without a big store."""
+    if backend == "postgres":
+        import psycopg
+
+        with psycopg.connect(url) as connection:  # one transaction, rolled back at the end
+            connection.execute("LOCK TABLE crash_aggregates IN ACCESS EXCLUSIVE MODE")
+            yield
+            connection.rollback()
+        return
+    writer = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
+    writer.execute("BEGIN EXCLUSIVE")  # (a store in rollback-journal mode: readers wait)
+    try:
+        yield
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+
+
+BURST = 50
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres",
+                                                            marks=pytest.mark.postgres)])
+def test_a_burst_of_requests_ends_within_the_time_limit(
+        backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """50 requests at once for rates grouped by all 13 dimensions, each one's query blocked:
+    each request is cut at its own deadline (504), or refused when no connection came free
+    in time (503), instead of queueing behind the others' full time limits (50 x 200 ms)."""
+    url = str(request.getfixturevalue(f"{backend}_url"))
+    if backend == "sqlite":
+        url = sqlite_copy(url, tmp_path / "copy.db")
+        sqlite3.connect(tmp_path / "copy.db").execute("PRAGMA journal_mode = DELETE").close()
+    store = open_readonly(url, Limits(timeout_ms=LIMIT_MS))
+    by = ",".join(rules.DIMENSION_NAMES)
+    try:
+        with serving(create_app(store)) as base, locked(backend, url), \
+                ThreadPoolExecutor(BURST) as pool:
+            started = time.monotonic()
+            answers = list(pool.map(fetch, [f"{base}/api/rates?by={by}"] * BURST))
+            elapsed = time.monotonic() - started
+    finally:
+        store.close()
+    for status, headers, body in answers:
+        assert status in (503, 504)
+        assert body == {"error": {"status": status, "message": body["error"]["message"]}}
+        if status == 504:
+            assert f"longer than {LIMIT_MS} ms" in body["error"]["message"]
+        else:
+            assert headers["retry-after"] == "1"
+    assert elapsed < BOUND_S, f"{BURST} requests took {elapsed:.1f} s"
+
+
 def test_more_rows_than_the_cap_is_a_400(db_url: str) -> None:
     capped = open_readonly(db_url, Limits(max_rows=5))
     try:
@@ -353,14 +514,157 @@ def test_more_rows_than_the_cap_is_a_400(db_url: str) -> None:
         capped.close()
 
 
-def test_an_unreadable_store_is_a_503(tmp_path: Path) -> None:
-    empty = tmp_path / "empty.db"
-    sqlite3.connect(empty).close()  # a database without the tables
-    store = open_readonly(f"sqlite:///{empty}")
+def sqlite_copy(sqlite_url: str, path: Path) -> str:
+    """A copy of the SQLite sample (SQLite's backup, so the WAL's pages come along)."""
+    source = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"))
+    target = sqlite3.connect(path)
+    source.backup(target)
+    source.close()
+    target.close()
+    return f"sqlite:///{path}"
+
+
+def test_an_unreadable_store_is_a_503(sqlite_url: str, tmp_path: Path) -> None:
+    url = sqlite_copy(sqlite_url, tmp_path / "copy.db")
+    store = open_readonly(url)
     try:
+        # The table goes away while the dashboard runs.
+        writer = sqlite3.connect(tmp_path / "copy.db")
+        writer.execute("DROP TABLE crash_aggregates")
+        writer.commit()
+        writer.close()
         client = TestClient(create_app(store))
         assert_error(client.get("/api/rates"), 503, "no such table")
         assert client.get("/").status_code == 503
+    finally:
+        store.close()
+
+
+def test_a_database_without_the_tables_is_not_opened(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.db"
+    sqlite3.connect(empty).close()  # a database, but not a store
+    with pytest.raises(StoreError, match="is not a crash-aggregates store .no table "
+                                         "crash_aggregates, crash_aggregates_runs.: fill"):
+        open_readonly(f"sqlite:///{empty}")
+    assert sqlite3.connect(empty).execute("SELECT count(*) FROM sqlite_master").fetchone() == (0,)
+    text = tmp_path / "notes.db"
+    text.write_text("not a database\n" * 100)
+    with pytest.raises(StoreError, match="not a database"):
+        open_readonly(f"sqlite:///{text}")
+    assert text.read_text() == "not a database\n" * 100
+
+
+@pytest.mark.postgres
+def test_a_postgres_schema_without_the_tables_is_not_opened(pg_url: str) -> None:
+    import psycopg
+
+    with pytest.raises(StoreError, match="holds no crash-aggregates store .no table "
+                                         "crash_aggregates, crash_aggregates_runs"):
+        open_readonly(pg_url)
+    with psycopg.connect(pg_url) as connection:
+        tables = connection.execute(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()").fetchone()
+    assert tables == (0,)  # nothing was created
+
+
+# -- out-of-range parameters ------------------------------------------------------------------
+
+ENDPOINTS = ["/api/rates", "/api/rates?per_date=true&by=", "/api/overview",
+             "/api/compare?candidate=build_version%3D44.0.1",
+             "/api/compare?candidate=build_version%3D44.0.1&baseline=build_version%3D44.0",
+             "/api/dimensions/channel", "/api/runs", "/api/health"]
+PAGES = ["/", "/compare?candidate=build_version%3D44.0.1", "/health"]
+OUT_OF_RANGE = [
+    ("last=9999-12-31", "9999-12-31 is out of range"),
+    ("first=0001-01-01", "0001-01-01 is out of range"),
+    ("first=0001-01-01&last=9999-12-31", "out of range"),
+    ("date_kind=activity&last=9999-12-31", "out of range"),  # the filters add a week to it
+    ("date_kind=activity&first=9999-12-25&last=9999-12-31", "out of range"),
+    ("first=1969-12-31", "out of range"),
+    ("last=3000-01-01", "use a date from 1970-01-01 to 2999-12-31"),
+]
+
+
+@pytest.mark.parametrize("path", ENDPOINTS)
+@pytest.mark.parametrize(("query", "words"), OUT_OF_RANGE)
+def test_out_of_range_dates_are_a_400_on_every_endpoint(
+        client: TestClient, path: str, query: str, words: str) -> None:
+    if "date_kind" in query and not path.startswith(("/api/rates", "/api/overview",
+                                                     "/api/compare")):
+        query = query.replace("date_kind=activity&", "")
+    response = client.get(f"{path}{'&' if '?' in path else '?'}{query}")
+    assert_error(response, 400, words)
+
+
+@pytest.mark.parametrize("path", PAGES)
+@pytest.mark.parametrize(("query", "words"), OUT_OF_RANGE)
+def test_out_of_range_dates_are_a_400_page(client: TestClient, path: str, query: str,
+                                           words: str) -> None:
+    response = client.get(f"{path}{'&' if '?' in path else '?'}{query}")
+    assert response.status_code == 400
+    assert response.headers["content-type"].startswith("text/html")
+    assert words in response.text
+
+
+@pytest.mark.parametrize("path", ["/api/compare", "/compare"])
+@pytest.mark.parametrize("query", [
+    "days_since_release=99999999999999999999999999", "days_since_release=-9999999999999999",
+    "days_since_release=" + "9" * 5000, "days_since_release=3651",
+    "min_usage_hours=1e400", "min_usage_hours=-1e400", "min_usage_hours=nan",
+    "min_usage_hours=1e13",
+])
+def test_huge_numbers_are_a_400(client: TestClient, path: str, query: str) -> None:
+    response = client.get(f"{path}?candidate=build_version%3D44.0.1&{query}")
+    assert response.status_code == 400
+    if path.startswith("/api/"):
+        assert_error(response, 400, query.split("=")[0])
+
+
+@pytest.mark.parametrize("path", ["/api/compare", "/compare"])
+def test_a_build_date_shifted_past_the_calendar_is_a_400(client: TestClient, path: str) -> None:
+    """Days since release count from the build id's date: 3,650 days after 9999-12-31."""
+    response = client.get(path, params={"candidate": "build_id=99991231000000",
+                                        "baseline": "build_version=44.0",
+                                        "days_since_release": 3650})
+    assert response.status_code == 400
+    if path.startswith("/api/"):
+        assert_error(response, 400, "out of range")
+
+
+def edge_store(sqlite_url: str, path: Path, day: date) -> str:
+    """A store whose one row (a copy of a sample row) and run are dated `day`."""
+    sample = open_store(sqlite_url)
+    try:
+        _, row = sample.read_rows()[0]
+    finally:
+        sample.close()
+    url = f"sqlite:///{path}"
+    store = open_store(url)
+    try:
+        store.replace_date(day, [Aggregate(day.isoformat(), row.dimensions, row.stats)],
+                           RunRecord("edge", day, "completed", datetime(2016, 3, 15, tzinfo=UTC),
+                                     1.0, 1, "file:///pings", "test", {}))
+    finally:
+        store.close()
+    return url
+
+
+@pytest.mark.parametrize("day", [date(1, 1, 3), date(9999, 12, 30)])
+def test_stored_dates_at_the_calendars_ends_are_shown_without_an_error(
+        sqlite_url: str, tmp_path: Path, day: date) -> None:
+    """The default dates (the last 28 days) and the filters' extra week are worked out from
+    the store's dates: at the calendar's ends they stop there instead of overflowing."""
+    store = open_readonly(edge_store(sqlite_url, tmp_path / "edge.db", day))
+    try:
+        client = TestClient(create_app(store))
+        for url in ("/", "/?date_kind=activity", "/health", "/api/overview", "/api/health",
+                    "/api/runs"):
+            assert client.get(url).status_code == 200, url
+        overview = client.get("/api/overview").json()
+        assert overview["selection"]["first"] == overview["selection"]["last"] == \
+            day.isoformat()
+        assert [d["submission_date"] for d in client.get("/api/health").json()["days"]] == [
+            day.isoformat()]
     finally:
         store.close()
 
@@ -479,6 +783,11 @@ def test_openapi_describes_the_api_and_its_error_shape(client: TestClient) -> No
     names = {p["name"] for p in rates_get["parameters"]}
     assert set(rules.DIMENSION_NAMES) | {"by", "first", "last", "date_kind", "per_date"} == names
     assert client.get("/docs").status_code == 404  # Swagger UI would load a CDN's scripts
+    # The dates' pattern says the range the app checks.
+    first = next(p for p in rates_get["parameters"] if p["name"] == "first")
+    pattern = re.compile(first["schema"]["pattern"])
+    assert pattern.match(views.EARLIEST.isoformat()) and pattern.match(views.LATEST.isoformat())
+    assert not pattern.match("1969-12-31") and not pattern.match("3000-01-01")
 
 
 # -- the command ------------------------------------------------------------------------------
@@ -505,3 +814,73 @@ def test_serve_on_a_missing_store_fails_in_one_line(tmp_path: Path) -> None:
     assert result.output.strip().splitlines() == [
         f"error: no SQLite store at {tmp_path / 'none.db'}: fill one first"]
     assert not (tmp_path / "none.db").exists()
+
+
+def test_every_serve_option_has_help() -> None:
+    serve = cli.commands["serve"]
+    options = [param for param in serve.params if isinstance(param, click.Option)]
+    assert {option.name for option in options} >= {"db_url", "host", "port", "timeout_ms",
+                                                   "max_rows"}
+    assert [option.name for option in options if not option.help] == []
+
+
+def run_serve(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "crash_rate_aggregates", "serve", *args],
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def test_serve_on_a_database_without_the_tables_fails_in_one_line(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.db"
+    sqlite3.connect(empty).close()
+    before = empty.read_bytes()
+    done = run_serve("--db", f"sqlite:///{empty}")
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"error: {empty} is not a crash-aggregates store (no table crash_aggregates, "
+        "crash_aggregates_runs): fill one first"]
+    assert empty.read_bytes() == before  # nothing was created in it
+
+
+@pytest.mark.postgres
+def test_serve_on_a_postgres_schema_without_the_tables_fails_in_one_line(pg_url: str) -> None:
+    import psycopg
+
+    done = run_serve("--db", pg_url)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "holds no crash-aggregates store (no table" in lines[0]
+    with psycopg.connect(pg_url) as connection:
+        assert connection.execute("SELECT count(*) FROM pg_tables "
+                                  "WHERE schemaname = current_schema()").fetchone() == (0,)
+
+
+def test_serve_on_a_busy_port_fails_in_one_line(sqlite_url: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = run_serve("--db", sqlite_url, "--port", str(port))
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"error: port {port} on 127.0.0.1 is in use (another server listens there): stop it "
+        "or choose another --port"]
+    assert done.stdout == ""
+
+
+def test_serve_serves_on_the_port_it_prints(sqlite_url: str) -> None:
+    server = subprocess.Popen(
+        [sys.executable, "-m", "crash_rate_aggregates", "serve", "--db", sqlite_url,
+         "--port", "0", "--query-timeout", "2000"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        first = server.stdout.readline()
+        found = re.match(r"crash-aggregates dashboard on http://127\.0\.0\.1:(\d+)/ reading "
+                         r"sqlite:///\S+ read-only \(each request limited to 2,000 ms", first)
+        assert found, first
+        status, _, body = fetch(f"http://127.0.0.1:{found[1]}/api/dimensions")
+        assert (status, body) == (200, {"dimensions": list(rules.DIMENSION_NAMES)})
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.communicate(timeout=30)
+    assert server.returncode == 0

@@ -8,12 +8,19 @@ ping); one `DateAggregator` per submission date folds batches in, in any order:
 3. keep processed records as (key, client) partial sums, compacted from time to time, so memory
    grows with the number of distinct (aggregate, client) pairs, not with the input;
 4. at the end, sum the partials per key into the 29 stats of docs/rules.md.
+
+Every sum is exact: measures are integers (usage in seconds, `rules.MEASURES`) summed as int64,
+or as Python integers where int64 could overflow (hostile crash counts), and each stat is its
+integer total divided once by its unit. So no row depends on the order in which batches arrive
+(how files were split among workers), and the Spark engine, which sums the same integers,
+gives the same floats to the last bit.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,8 +35,9 @@ class TooManyAggregates(CrashAggregatesError):
     """A date has more distinct aggregates than allowed: the cardinality guard."""
 
 U64 = npt.NDArray[np.uint64]
-F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
+#: Exact integers: int64, or Python integers (dtype object) once int64 could overflow.
+Ints = npt.NDArray[Any]
 
 _N_MEASURES = len(rules.MEASURES)
 _KIND_COUNTERS: tuple[str, ...] = (
@@ -41,6 +49,20 @@ _KIND_COUNTERS: tuple[str, ...] = (
 KIND_CODE: dict[str, int] = {name: code for code, name in enumerate(_KIND_COUNTERS)}
 _ANONYMOUS = np.uint64(1 << 63)
 _CLIENT_MASK = (1 << 63) - 1
+#: Non-negative int64 values whose sum stays below this cannot overflow.
+_INT64_SAFE = 1 << 62
+#: Integers up to this are exact as doubles: dividing them as doubles is correctly rounded.
+_DOUBLE_EXACT = 1 << 53
+_UNITS = rules.MEASURE_UNITS
+#: The unit of each of the 29 stats, in per-ping measure units: a stat is its total / its unit.
+STAT_UNITS: tuple[int, ...] = (
+    *_UNITS,
+    *(unit * unit for unit in _UNITS[1:]),  # <measure>_squared
+    1,  # client_count
+    *(unit * unit for unit in _UNITS[1:]),  # client_<measure>_squared
+    *(unit * _UNITS[1] for unit in _UNITS[2:]),  # client_<crash>_usage_hours
+)
+_STAT_UNITS_F = np.array(STAT_UNITS, dtype=np.float64)
 
 
 def hash64(text: str) -> int:
@@ -117,7 +139,7 @@ class DateBatch:
     kind: list[int] = field(default_factory=list)
     key: list[int] = field(default_factory=list)
     client: list[int] = field(default_factory=list)
-    measures: list[float] = field(default_factory=list)
+    measures: list[int] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.kind)
@@ -134,7 +156,7 @@ class DateBatch:
         if outcome.key is None or outcome.measures is None:
             self.key.append(-1)
             self.client.append(0)
-            self.measures.extend((0.0,) * _N_MEASURES)
+            self.measures.extend((0,) * _N_MEASURES)
             return
         index = self.key_index.get(outcome.key)
         if index is None:
@@ -154,7 +176,7 @@ class DateBatch:
             kind=np.array(self.kind, dtype=np.int8),
             key=np.array(self.key, dtype=np.int64),
             client=np.array(self.client, dtype=np.uint64),
-            measures=np.array(self.measures, dtype=np.float64).reshape(-1, _N_MEASURES),
+            measures=np.array(self.measures, dtype=np.int64).reshape(-1, _N_MEASURES),
         )
 
 
@@ -167,7 +189,7 @@ class FrozenBatch:
     kind: npt.NDArray[np.int8]
     key: I64
     client: U64
-    measures: F64
+    measures: I64
 
 
 @dataclass(frozen=True)
@@ -193,12 +215,12 @@ class DateAggregator:
         self._max_aggregates = max_aggregates
         self._day = day
         self.notes: list[str] = []  # what went wrong on the way: skipped corrupt files
-        self._pending: list[tuple[I64, U64, F64]] = []
+        self._pending: list[tuple[I64, U64, Ints]] = []
         self._pending_rows = 0
-        # (key id, client) partial sums: the 8 measures then 7 per-ping squares.
+        # (key id, client) partial sums: the 8 measures then 7 per-ping squares, exact.
         self._partial_key: I64 = np.zeros(0, dtype=np.int64)
         self._partial_client: U64 = np.zeros(0, dtype=np.uint64)
-        self._partial_sums: F64 = np.zeros((0, 2 * _N_MEASURES - 1), dtype=np.float64)
+        self._partial_sums: Ints = np.zeros((0, 2 * _N_MEASURES - 1), dtype=np.int64)
 
     @property
     def dedupe_bytes(self) -> int:
@@ -228,7 +250,7 @@ class DateAggregator:
             )
             self._anonymous += int(anonymous.size)
         measures = batch.measures[rows]
-        sums = np.concatenate((measures, measures[:, 1:] ** 2), axis=1)
+        sums = np.concatenate((measures, _product(measures[:, 1:], measures[:, 1:])), axis=1)
         self._pending.append((key, client, sums))
         self._pending_rows += int(key.size)
         if self._pending_rows >= self._compact_every:
@@ -266,7 +288,7 @@ class DateAggregator:
         starts = _group_starts(key, client)
         self._partial_key = key[starts]
         self._partial_client = client[starts]
-        self._partial_sums = np.add.reduceat(sums, starts, axis=0)
+        self._partial_sums = _group_sums(sums, starts)
 
     def finish(self) -> list[Aggregate]:
         """The aggregates of this date, sorted by key."""
@@ -281,19 +303,61 @@ class DateAggregator:
         stacked = np.concatenate(
             (
                 per_client,  # 8 sums, then 7 per-ping squares
-                np.ones((key.size, 1)),  # client_count
-                measures[:, 1:] ** 2,  # client_<measure>_squared
-                crashes * usage,  # client_<crash>_usage_hours
+                np.ones((key.size, 1), dtype=np.int64),  # client_count
+                _product(measures[:, 1:], measures[:, 1:]),  # client_<measure>_squared
+                _product(crashes, usage),  # client_<crash>_usage_hours
             ),
             axis=1,
         )
-        totals = np.add.reduceat(stacked, starts, axis=0)
+        totals = _group_sums(stacked, starts)
         out: list[Aggregate] = []
-        for key_id, values in zip(key[starts].tolist(), totals.tolist(), strict=True):
+        for key_id, values in zip(key[starts].tolist(), _stat_rows(totals), strict=True):
             activity, dims = rules.key_to_row(self._keys[key_id])
             out.append(Aggregate(activity, dims, dict(zip(rules.STATS, values, strict=True))))
         out.sort(key=_row_order)
         return out
+
+
+def stats_from_totals(totals: Sequence[int]) -> dict[str, float]:
+    """One aggregate's 29 stats from its exact integer totals (in STATS order), each divided
+    once by its unit; Python's int / int is correctly rounded, as `_stat_rows` is."""
+    return dict(zip(rules.STATS, (total / unit for total, unit in
+                                  zip(totals, STAT_UNITS, strict=True)), strict=True))
+
+
+def _stat_rows(totals: Ints) -> list[list[float]]:
+    """Each row of integer totals as its stats: as doubles when every total is exact as one
+    (IEEE division is then correctly rounded too), else in Python integers."""
+    if totals.dtype != object and _largest(totals) <= _DOUBLE_EXACT:
+        rows: list[list[float]] = (totals.astype(np.float64) / _STAT_UNITS_F).tolist()
+        return rows
+    return [[total / unit for total, unit in zip(row, STAT_UNITS, strict=True)]
+            for row in totals.tolist()]
+
+
+def _largest(values: Ints) -> int:
+    return int(values.max()) if values.size else 0
+
+
+def _as_python_ints(values: Ints) -> Ints:
+    return values if values.dtype == object else values.astype(object)
+
+
+def _product(a: Ints, b: Ints) -> Ints:
+    """a * b exactly (values are never negative): in int64 when no product can overflow,
+    else in Python integers."""
+    if a.dtype != object and b.dtype != object and _largest(a) * _largest(b) < _INT64_SAFE:
+        return a * b
+    return _as_python_ints(a) * _as_python_ints(b)
+
+
+def _group_sums(values: Ints, starts: I64) -> Ints:
+    """Exact sums of the runs of rows that begin at `starts` (values are never negative): in
+    int64 when even a column's whole sum cannot overflow, else in Python integers."""
+    if values.dtype != object and values.size and \
+            float(values.sum(axis=0, dtype=np.float64).max()) >= _INT64_SAFE:
+        values = values.astype(object)
+    return np.add.reduceat(values, starts, axis=0)
 
 
 def _group_starts(*sorted_columns: npt.NDArray[Any]) -> I64:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import sys
@@ -10,11 +11,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import click
 
-from . import __version__
+from . import __version__, faults
 from .errors import CrashAggregatesError, UsageError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -75,21 +76,99 @@ def settings_from(config_path: Path | None, **flags: object) -> Any:
     return resolve(flags, config_path=config_path)
 
 
+FILL_STARTS = faults.define("cli.fill_starts", "fill begins: its settings not read, the job "
+                            "not imported (a SIGTERM here once killed the process, status -15)")
+INTERRUPTED_EXIT = faults.define("cli.interrupted_exit", "fill was interrupted and is about to "
+                                 "say so and exit 130")
+
+
+class _Stopping:
+    """Whether the command is already stopping (Ctrl-C or SIGTERM came)."""
+
+    now = False
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    if _Stopping.now:
+        return  # already stopping: this one changes nothing
+    _Stopping.now = True
+    raise KeyboardInterrupt
+
+
 @contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
-    """A scheduler's SIGTERM stops the job as Ctrl-C does: cleanly, between dates' writes."""
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
+    """A scheduler's SIGTERM stops the job as Ctrl-C does: cleanly, between dates' writes.
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    Only the first SIGTERM interrupts. Later ones (a scheduler that repeats it, an impatient
+    operator) are ignored while the job stops, so that they cannot cut the clean stop short
+    or end the process with another status than 130; so is any SIGTERM once the command stops
+    for Ctrl-C. Once stopping, the handler stays until the process exits: the default action
+    (death by signal, status -15) never comes back.
+    """
+    _Stopping.now = False
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if not _Stopping.now:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _stops_cleanly(command: F) -> F:
+    """A command that SIGTERM stops as Ctrl-C does, with status 130, from its first line on
+    (the handler used to come only once settings were read and the job imported)."""
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with _sigterm_as_interrupt():
+            try:
+                faults.fault_point(FILL_STARTS)
+                return command(*args, **kwargs)
+            except KeyboardInterrupt:  # before the job started: nothing was written
+                _exit_interrupted([])
+    return cast(F, run)
+
+
+class _Written:
+    """A reporter, and the dates it was told were written: the job's report is lost when an
+    interrupt leaves `fill` before it returns (while stores close), these are not."""
+
+    def __init__(self) -> None:
+        self._reporter: Any = None
+        self.dates: list[str] = []
+
+    def wrap(self, reporter: Any) -> _Written:
+        self._reporter = reporter
+        return self
+
+    def plan(self, dates: int) -> None:
+        self._reporter.plan(dates)
+
+    def reading(self, what: str, files: list[Any]) -> Any:
+        return self._reporter.reading(what, files)
+
+    def date_done(self, report: Any) -> None:
+        if report.status == "completed":
+            self.dates.append(report.submission_date.isoformat())
+        self._reporter.date_done(report)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._reporter, name)
+
+
+def _exit_interrupted(written: list[str]) -> None:
+    """Ctrl-C or SIGTERM: which dates were written, then status 130 (README)."""
+    _Stopping.now = True  # a SIGTERM from here on is ignored
+    faults.fault_point(INTERRUPTED_EXIT)
+    click.echo(f"interrupted: {len(written)} dates written"
+               + (f" ({', '.join(written)})" if written else "")
+               + "; the date in progress was not written", err=True)
+    sys.exit(130)
 
 
 def _fail(message: str, status: int = 2) -> None:
-    click.echo(f"error: {message}", err=True)
+    from .redact import scrub
+
+    click.echo(f"error: {' '.join(scrub(message).split())}", err=True)
     sys.exit(status)
 
 
@@ -146,6 +225,7 @@ def cli() -> None:
 @click.option("--max-aggregates", type=click.IntRange(min=1), default=2_000_000,
               show_default=True, help="More distinct aggregates in a date fail it (a guard "
               "against garbage dimension values).")
+@_stops_cleanly
 def fill(input_url: str | None, first: date | None, last: date | None, db_url: str | None,
          config_path: Path | None, parquet_url: str | None, workers: int | None,
          no_dedupe: bool, sample_fraction: float, layout: str, engine: str,
@@ -166,6 +246,7 @@ def fill(input_url: str | None, first: date | None, last: date | None, db_url: s
 
     first = first or yesterday()
     last = last or yesterday()
+    written = _Written()
     try:
         given = settings_from(config_path, input=input_url, db=db_url, parquet=parquet_url,
                               workers=workers, parallel_dates=parallel_dates,
@@ -184,19 +265,17 @@ def fill(input_url: str | None, first: date | None, last: date | None, db_url: s
             on_corrupt_file=on_corrupt_file,  # type: ignore[arg-type]
             max_aggregates=max_aggregates,
         )
-        reporter = JsonReporter() if given.log_format == "json" else ConsoleReporter()
-        with _sigterm_as_interrupt():
-            report = run_fill(settings, reporter)
+        reporter = written.wrap(
+            JsonReporter() if given.log_format == "json" else ConsoleReporter())
+        report = run_fill(settings, reporter)  # SIGTERM is Ctrl-C here: see _stops_cleanly
     except CrashAggregatesError as exc:
         _fail_on(exc)
         return
+    except KeyboardInterrupt:  # it left the job before its report: while stores opened, closed
+        _exit_interrupted(written.dates)
     if report.interrupted:
-        written = [d.submission_date.isoformat() for d in report.dates
-                   if d.status == "completed"]
-        click.echo(f"interrupted: {len(written)} dates written"
-                   + (f" ({', '.join(written)})" if written else "")
-                   + "; the date in progress was not written", err=True)
-        sys.exit(130)
+        _exit_interrupted([d.submission_date.isoformat() for d in report.dates
+                           if d.status == "completed"])
     if report.failed:
         click.echo("failed dates: " + ", ".join(d.isoformat() for d in report.failed), err=True)
         sys.exit(1)
@@ -211,8 +290,11 @@ def fill(input_url: str | None, first: date | None, last: date | None, db_url: s
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Random seed: the same seed gives the same files.")
 @click.option("--layout", type=click.Choice(["partitioned", "flat"]), default="partitioned",
-              show_default=True)
-@click.option("--files-per-day", type=click.IntRange(min=1), default=4, show_default=True)
+              show_default=True, help="partitioned: a folder submission_date=YYYY-MM-DD per "
+              "day; flat: files pings-NNNN.jsonl.gz (some .zst, one .ndjson) where a quarter "
+              "of a day's pings arrive in the next day's file.")
+@click.option("--files-per-day", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Files each submission date is spread over.")
 @click.option("--light", is_flag=True,
               help="Leave out the histograms the job does not read (pings of ~5 KB, not ~100).")
 def generate(out_dir: Path, first: date | None, last: date | None, pings: int, seed: int,
@@ -235,20 +317,22 @@ def generate(out_dir: Path, first: date | None, last: date | None, pings: int, s
     summary = generate_store(out_dir, first, last, pings, seed=seed,
                              layout=layout,  # type: ignore[arg-type]
                              files_per_day=files_per_day, heavy=not light)
-    click.echo(f"wrote {summary.pings:,} pings in {summary.files} files "
+    files = "1 file" if summary.files == 1 else f"{summary.files:,} files"
+    click.echo(f"wrote {summary.pings:,} pings in {files} "
                f"({summary.json_bytes / 1e6:,.1f} MB of JSON) to {summary.out_dir}")
 
 
 @cli.command()
 @db_option
 @click.option("--days", type=click.IntRange(1, 60), default=7, show_default=True)
-@click.option("--pings", type=click.IntRange(min=10), default=3000, show_default=True,
-              help="Pings per day.")
+@click.option("--pings", type=click.IntRange(min=10), default=5000, show_default=True,
+              help="Pings per day (5,000 gives the bad nightly build enough usage to judge).")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Worker processes (default: the CPU count).")
 def demo(db_url: str | None, config_path: Path | None, days: int, pings: int,
          workers: int | None) -> None:
-    """Generate a week of sample pings, fill the store and print crash rates by channel.
+    """Generate a week of sample pings, fill the store, print crash rates by channel and the
+    comparison of the generated bad nightly build with the one before (a regression).
 
     Example:
 
@@ -266,10 +350,20 @@ def demo(db_url: str | None, config_path: Path | None, days: int, pings: int,
     click.echo(text)
 
 
+def read_range_options(func: F) -> F:
+    """--from/--to of the commands that read the store: open ends mean every stored date."""
+    func = click.option("--to", "--max-submission-date", "last", type=DATE, default=None,
+                        help="Last date (default: the last stored one).")(func)
+    func = click.option("--from", "--min-submission-date", "first", type=DATE, default=None,
+                        help="First date (default: the first stored one). Without --from and "
+                        "--to every stored date counts.")(func)
+    return func
+
+
 def _readable_store(db_url: str | None) -> Any:
     from .stores.base import open_store
 
-    store = open_store(db_url)
+    store = open_store(db_url, create=False)  # a reader never makes an empty store
     if not hasattr(store, "sum_stats"):
         store.close()
         raise UsageError("rates are read from SQLite or PostgreSQL: give --db")
@@ -286,7 +380,7 @@ def _where(pairs: tuple[str, ...]) -> dict[str, str]:
 @db_option
 @click.option("--by", "by", default="channel", show_default=True, metavar="DIM[,DIM...]",
               help="Dimensions to group by (none: one overall row).")
-@date_range_options
+@read_range_options
 @click.option("--where", "where", multiple=True, metavar="DIM=VALUE",
               help="Keep only aggregates with this dimension value (repeatable).")
 @click.option("--date", "date_kind", type=click.Choice(["submission", "activity"]),
@@ -299,7 +393,7 @@ def rates(db_url: str | None, config_path: Path | None, by: str, first: date | N
     """Crash rates per 1,000 usage hours with 95% intervals, per group.
 
     Intervals use the client-level sums (robust to clients in crash loops): exact Poisson
-    limits of the effective count; see docs/rates.md.
+    limits of the effective count; see docs/rates.md. Without --from/--to, every stored date.
 
     Example:
 
@@ -330,9 +424,10 @@ def rates(db_url: str | None, config_path: Path | None, by: str, first: date | N
 @click.option("--baseline", default=None, metavar="DIM=VALUE",
               help="What to judge it against (default: the previous value on its channel).")
 @click.option("--channel", default=None, help="Channel (default: the candidate's main one).")
-@date_range_options
+@read_range_options
 @click.option("--days-since-release", type=click.IntRange(min=1), default=None,
-              help="Compare each side's first N activity days instead of --from/--to.")
+              help="Compare each side's first N activity days, counted from its build date "
+              "(a build_version's first build id), instead of --from/--to.")
 @click.option("--min-usage-hours", type=float, default=None,
               help="Below this on either side: 'not enough usage yet', no number (default "
               "1000).")
@@ -344,15 +439,20 @@ def compare(db_url: str | None, config_path: Path | None, candidate: str,
             output: str) -> None:
     """Is a build or version crashing more than the one before? Rate ratios per crash type.
 
-    Exits 1 when a crash type shows a significant regression (95% interval of the rate ratio
-    above 1), so scripts can gate on it; 0 otherwise.
+    Without --from/--to, every stored submission date. Per crash type one test gives the
+    p-value, the 95% interval of the rate ratio and the verdict (regression when p < 0.05 and
+    the candidate is higher); see docs/rates.md.
+
+    Exit status, so scripts can gate on it: 0 no regression, 1 a crash type regressed, 2 a
+    usage error (including no earlier build to compare with: give --baseline), 3 no data for
+    the candidate or the baseline in the selected dates (a typo, a build not ingested yet).
 
     Example:
 
         crash-aggregates compare --candidate build_id=20160302030211 --days-since-release 3
     """
     from .render import render_comparison
-    from .reports import compare_builds, parse_pair
+    from .reports import NoDataError, compare_builds, parse_pair
 
     try:
         given = settings_from(config_path, db=db_url, min_usage_hours=min_usage_hours)
@@ -364,6 +464,9 @@ def compare(db_url: str | None, config_path: Path | None, candidate: str,
                 min_usage_hours=given.min_usage_hours)
         finally:
             store.close()
+    except NoDataError as exc:
+        _fail(str(exc), NO_DATA_STATUS)  # never "no regression": a typo must not pass a gate
+        return
     except CrashAggregatesError as exc:
         _fail_on(exc)
         return
@@ -375,6 +478,10 @@ def compare(db_url: str | None, config_path: Path | None, candidate: str,
         sys.exit(1)
 
 
+#: `compare`'s exit status when the candidate or the baseline has no row in the dates.
+NO_DATA_STATUS = 3
+
+
 def _alert(settings: Any, subject: str, text: str, payload: dict[str, Any]) -> None:
     """Send to the configured webhook and mailbox, if any; a failure is one line on stderr."""
     from .alerts import notify
@@ -382,8 +489,7 @@ def _alert(settings: Any, subject: str, text: str, payload: dict[str, Any]) -> N
     try:
         sent = notify(settings, subject, text, payload)
     except CrashAggregatesError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+        _fail(str(exc), 1)
     if sent:
         click.echo("alerted: " + ", ".join(sent), err=True)
 
@@ -433,8 +539,10 @@ def watchdog(db_url: str | None, config_path: Path | None, parquet_url: str | No
     except CrashAggregatesError as exc:
         _fail_on(exc)
         return
-    text = report.as_text()
-    click.echo(json.dumps(report.as_dict()) if given.log_format == "json" else text)
+    from .redact import scrub
+
+    text = scrub(report.as_text())  # run errors recorded by older releases may hold a password
+    click.echo(scrub(json.dumps(report.as_dict())) if given.log_format == "json" else text)
     if not report.ok:
         _alert(given, f"crash-aggregates watchdog: {report.summary}", text, report.as_dict())
         sys.exit(1)
@@ -444,9 +552,12 @@ def watchdog(db_url: str | None, config_path: Path | None, parquet_url: str | No
 @db_option
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on (0.0.0.0: every interface).")
-@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
+              help="Port to listen on (0: one the system picks, printed at start-up).")
 @click.option("--query-timeout", "timeout_ms", type=click.IntRange(min=1), default=5000,
-              show_default=True, metavar="MS", help="Time limit of each database query.")
+              show_default=True, metavar="MS",
+              help="Time limit of each request: all its queries, and the wait for a database "
+              "connection (past it: 504, or 503 when every connection stayed busy).")
 @click.option("--max-rows", type=click.IntRange(min=1), default=10000, show_default=True,
               help="Row cap of each database query (more is an error: narrow the filters).")
 def serve(db_url: str | None, config_path: Path | None, host: str, port: int,
@@ -455,7 +566,8 @@ def serve(db_url: str | None, config_path: Path | None, host: str, port: int,
 
     Pages: / (crash rates by channel over time), /compare (a build against its baseline),
     /health (what each run counted); JSON under /api/, described at /openapi.json. Needs the
-    web extra; see docs/dashboard.md.
+    web extra; see docs/dashboard.md. It never creates a store: a missing one, a database
+    without the tables, or a port in use is one line and exit status 1 (2 for a bad option).
 
     Example:
 
@@ -476,6 +588,39 @@ def serve(db_url: str | None, config_path: Path | None, host: str, port: int,
         _fail_on(exc)
 
 
+#: Set to 1 to see the traceback of an unexpected error (a bug) besides its one line.
+DEBUG_ENV = "CRASH_AGGREGATES_DEBUG"
+UNEXPECTED = faults.define("cli.main", "a command starts, its options not parsed (raise: as a "
+                           "bug would; term: a SIGTERM before the command runs)")
+
+
+def _remember_argv_secrets(argv: list[str]) -> None:
+    """Scrub the passwords of every URL on the command line from any message, before a
+    setting is even parsed (an unexpected error may come first)."""
+    from .redact import remember
+
+    for arg in argv:
+        if "://" in arg:
+            remember(arg, arg.split("=", 1)[1] if arg.startswith("--") and "=" in arg else None)
+
+
+def _unexpected(exc: BaseException) -> None:
+    """A bug: one line and a hint, the traceback only with CRASH_AGGREGATES_DEBUG=1."""
+    from .redact import scrub
+
+    if os.environ.get(DEBUG_ENV, "").strip() not in ("", "0"):
+        import traceback
+
+        text = "".join(traceback.format_exception(exc))
+        click.echo(scrub(text).rstrip("\n"), err=True)
+    _fail(f"unexpected {type(exc).__name__}: {exc} (a bug: please report it, with the output "
+          f"of the same command run with {DEBUG_ENV}=1)", 1)
+
+
+def _terminated_before_start(signum: int, frame: object) -> None:
+    _exit_interrupted([])
+
+
 def main() -> None:
     import logging
 
@@ -483,10 +628,19 @@ def main() -> None:
     # would print beside the one-line errors this command gives for the same event.
     logging.getLogger("psycopg").addHandler(logging.NullHandler())
     logging.getLogger("psycopg").propagate = False
+    _remember_argv_secrets(sys.argv[1:])
+    # From here until a command installs its own handler (fill's _stops_cleanly), a SIGTERM
+    # ends the command before it did anything, with fill's documented status 130. An inherited
+    # SIG_IGN (a shell without job control) is kept.
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _terminated_before_start)
     try:
+        faults.fault_point(UNEXPECTED)
         cli(prog_name="crash-aggregates")
     except CrashAggregatesError as exc:
         _fail_on(exc)
+    except Exception as exc:  # never a traceback: one line (SystemExit and Ctrl-C pass)
+        _unexpected(exc)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import cast
 
 from .fill import FillSettings, fill
 from .progress import ConsoleReporter
@@ -25,7 +26,8 @@ ORDER BY channel
 
 
 def run_demo(folder: Path, db_url: str | None, days: int, pings: int, workers: int) -> str:
-    """Generate `days` days of pings in `folder`, fill the store, return the rates table."""
+    """Generate `days` days of pings in `folder`, fill the store, return the rates table and
+    the comparison of the generated bad nightly build with the nightly before it."""
     from .synth import generate_store
 
     db_url = db_url or DEFAULT_DB
@@ -43,7 +45,31 @@ def run_demo(folder: Path, db_url: str | None, days: int, pings: int, workers: i
         from .errors import CrashAggregatesError
 
         raise CrashAggregatesError("the demo could not fill " + ", ".join(map(str, report.failed)))
-    return _rates_table(sqlite_path(db_url), first.isoformat(), last.isoformat())
+    table = _rates_table(sqlite_path(db_url), first.isoformat(), last.isoformat())
+    return table + "\n\n" + _bad_build(db_url, summary.regression_build_id)
+
+
+def _bad_build(db_url: str, build_id: str) -> str:
+    """What `crash-aggregates compare` says of the build generated to crash more."""
+    from .errors import CrashAggregatesError
+    from .render import render_comparison
+    from .reports import compare_builds
+    from .stores.base import ReadableStore, open_store
+
+    store = cast(ReadableStore, open_store(db_url))  # the demo's store is SQLite
+    try:
+        report = compare_builds(store, ("build_id", build_id))
+    except CrashAggregatesError as exc:  # a window too short to hold it and the one before
+        return f"No comparison of the bad nightly build {build_id}: {exc}"
+    finally:
+        store.close()
+    return "\n".join([
+        "One nightly build was generated to crash more. compare finds it:",
+        "",
+        f"  crash-aggregates compare --db {db_url} --candidate build_id={build_id}",
+        "",
+        render_comparison(report, "table"),
+    ])
 
 
 def _rates_table(path: Path, first: str, last: str) -> str:

@@ -12,8 +12,9 @@ from typing import Any, Literal, Protocol
 from . import __version__, rules
 from .aggregation import Aggregate
 from .engines.local import Progress, ScanResult, ScanSpec, scan, scan_jobs
-from .errors import CrashAggregatesError, UsageError
-from .sources import PingFile, PingStore
+from .errors import CrashAggregatesError, InputError, StoreError, UsageError
+from .redact import redact_url, remember, scrub
+from .sources import Layout, PingFile, PingStore
 from .stores.base import RunRecord, Store, open_store
 from .stores.parquet import ParquetStore
 
@@ -48,6 +49,7 @@ class FillSettings:
             raise UsageError("--workers must be at least 1")
         if self.parallel_dates < 1:
             raise UsageError("--parallel-dates must be at least 1")
+        remember(self.input_url, self.db_url, self.parquet_url)
 
     def dates(self) -> Iterator[date]:
         day = self.first
@@ -113,6 +115,29 @@ class _PartlyWritten(CrashAggregatesError):
         self.written = written
 
 
+class _NothingLeft(CrashAggregatesError):
+    """--on-corrupt-file skip left a date nothing to write: its rows are kept."""
+
+    def __init__(self, message: str, corrupt_files: int) -> None:
+        super().__init__(message)
+        self.corrupt_files = corrupt_files
+
+
+def _check_skipped(day: date, rows: list[Aggregate], counters: dict[str, int],
+                   notes: list[str], files: int) -> None:
+    """Skipping corrupt files never replaces a date's rows with nothing: when every file of
+    the date was skipped, or the files left hold no row, the date fails instead."""
+    corrupt = counters.get(rules.CORRUPT_FILES, 0)
+    if not corrupt or (corrupt < files and rows):
+        return
+    first = f" (first: {notes[0]})" if notes else ""
+    what = (f"every ping file of {day} is corrupt ({files} skipped)" if corrupt >= files
+            else f"{corrupt} of the {files} ping files of {day} are corrupt and the others "
+                 "hold no row")
+    raise _NothingLeft(f"{what}{first}; with --on-corrupt-file skip that would replace its "
+                       "rows with nothing: they are kept", corrupt)
+
+
 def _rows(result: ScanResult) -> DateRows:
     return {day: (aggregator.finish(), dict(aggregator.counters), aggregator.notes)
             for day, aggregator in result.aggregators.items()}
@@ -122,32 +147,72 @@ def new_run_id(now: datetime) -> str:
     return f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
 
 
-def open_stores(settings: FillSettings) -> list[Store]:
-    """--db, --parquet, both; or the default SQLite file when neither is given."""
+def _open_stores(settings: FillSettings) -> tuple[list[Store], CrashAggregatesError | None]:
+    """--db, --parquet, both; or the default SQLite file when neither is given. The stores
+    that did open are returned (to record why the run failed) beside the error of the one that
+    did not."""
     stores: list[Store] = []
+    opening = settings.db_url or "the database"
     try:
         if settings.db_url or not settings.parquet_url:
             stores.append(open_store(settings.db_url))
+        opening = settings.parquet_url or ""
         if settings.parquet_url:
-            from .stores.parquet import ParquetStore
-
             stores.append(ParquetStore(settings.parquet_url))
+    except CrashAggregatesError as exc:
+        return stores, exc
+    except Exception as exc:  # a driver's error its store did not map (psycopg's UnicodeError)
+        return stores, StoreError(f"cannot open {redact_url(opening)}: {_why(exc)}")
     except BaseException:
         for store in stores:
             store.close()
         raise
-    return stores
+    return stores, None
 
 
 def fill(settings: FillSettings, reporter: Reporter | None = None) -> FillReport:
-    """Run the job for every date of `settings`; a failed date never stops the others."""
+    """Run the job for every date of `settings`; a failed date never stops the others.
+
+    What is not about one date (the ping store cannot be listed, an output store cannot be
+    opened or written, an extra is missing) is found before any ping is read: then a failed run
+    is recorded for every date in the stores that can hold one, and the error is raised, once.
+    """
     say = reporter or SilentReporter()
-    stores = open_stores(settings)
+    stores, problem = _open_stores(settings)
     try:
-        return _Job(settings, stores, say).run()
+        job = _Job(settings, stores, say)
+        try:
+            job.preflight(problem)
+        except KeyboardInterrupt:  # nothing was read or written
+            job.report.interrupted = True
+            return job.report
+        return job.run()
     finally:
         for store in stores:
             store.close()
+
+
+def _why(exc: BaseException) -> str:
+    """An exception of any library (botocore, fsspec, pyarrow...) as one line."""
+    if isinstance(exc, CrashAggregatesError):
+        return str(exc)
+    text = getattr(exc, "strerror", None) or str(exc)
+    return " ".join(f"{type(exc).__name__}: {text}".split())
+
+
+def probe_parquet(store: ParquetStore) -> None:
+    """Write and delete a small object under the store's prefix: credentials, a bucket that
+    does not exist, a read-only folder fail here, before a day of pings is read."""
+    probe = f"{store.root}/_write-probe-{uuid.uuid4().hex[:12]}"
+    try:
+        if store.local:  # object stores have no folders (and s3fs's makedirs makes buckets)
+            store.fs.makedirs(store.root, exist_ok=True)
+        with store.fs.open(probe, "wb") as out:
+            out.write(b"crash-aggregates write probe\n")
+        store.fs.rm(probe)
+    except Exception as exc:  # any filesystem's own errors (botocore's are not OSErrors)
+        raise StoreError(f"cannot write Parquet under {redact_url(store.url)}: "
+                         f"{_why(exc)}") from None
 
 
 @dataclass
@@ -159,6 +224,58 @@ class _Job:
     def __post_init__(self) -> None:
         self.report = FillReport(new_run_id(datetime.now(UTC)))
         self._spark: Any = None
+        self._pings: PingStore | None = None
+        self._layout: Layout = "partitioned"
+
+    def preflight(self, problem: CrashAggregatesError | None = None) -> None:
+        """Every check that does not depend on a date, before any ping is read: the output
+        stores can be written, the ping store can be listed, the engine is installed. On a
+        failure, record a failed run for every date where a store can, then raise it once."""
+        try:
+            if problem is not None:
+                raise problem
+            for store in self.stores:
+                if isinstance(store, ParquetStore):
+                    probe_parquet(store)
+            self._pings, self._layout = self._open_pings()
+            if self.settings.engine == "spark":
+                import importlib.util
+
+                if importlib.util.find_spec("pyspark") is None:
+                    raise UsageError("the Spark engine needs the spark extra: "
+                                     "pip install 'crash-rate-aggregates[spark]'")
+        except CrashAggregatesError as exc:
+            message = scrub(f"{exc} (no ping was read, no date was written)")
+            self._record_everywhere(message)
+            kind = (UsageError if isinstance(exc, UsageError)
+                    else InputError if isinstance(exc, InputError) else StoreError)
+            raise kind(message) from None
+
+    def _open_pings(self) -> tuple[PingStore, Layout]:
+        try:
+            pings = PingStore(self.settings.input_url)
+            folders = pings.date_folders()  # lists the store: the first read of it
+        except CrashAggregatesError:
+            raise
+        except Exception as exc:  # a filesystem's own errors, not mapped by it
+            raise StoreError(f"cannot list ping store {redact_url(self.settings.input_url)}: "
+                             f"{_why(exc)}") from None
+        layout = self.settings.layout
+        if layout == "auto":
+            layout = "partitioned" if folders else "flat"
+        return pings, layout
+
+    def _record_everywhere(self, error: str) -> None:
+        """A failed run for every date, in every store that opened (none is reported: the
+        caller says it once)."""
+        started = datetime.now(UTC)
+        for day in self.settings.dates():
+            run = self._failed_run(day, started, 0.0, error)
+            for store in self.stores:
+                try:
+                    store.record_run(run)
+                except CrashAggregatesError:
+                    pass  # that store is the problem, or down too: the error is raised anyway
 
     def _aggregate(self, pings: PingStore, files: list[PingFile], spec: ScanSpec,
                    progress: Progress) -> tuple[DateRows, int]:
@@ -184,16 +301,10 @@ class _Job:
         return self.report
 
     def _run(self, days: list[date]) -> None:
-        try:
-            pings = PingStore(self.settings.input_url)
-            layout = self.settings.layout
-            if layout == "auto":
-                layout = pings.layout()
-        except CrashAggregatesError as exc:
-            started = datetime.now(UTC)
-            for day in days:
-                self._failed(day, started, time.monotonic(), str(exc))
-            return
+        if self._pings is None:
+            self.preflight()
+        pings, layout = self._pings, self._layout
+        assert pings is not None
         if layout == "flat":
             days = [day for day in days if not self._skip(day)]
             if days:
@@ -216,7 +327,8 @@ class _Job:
             if not runs:
                 return False
             last.append(runs[-1])
-        if any(run["status"] != "completed" or run["input_url"] != self.settings.input_url
+        inputs = {self.settings.input_url, redact_url(self.settings.input_url)}
+        if any(run["status"] != "completed" or run["input_url"] not in inputs
                or run["run_id"] != last[0]["run_id"] for run in last):
             return False
         self._done(DateReport(day, "skipped"))
@@ -231,11 +343,13 @@ class _Job:
         started, clock = datetime.now(UTC), time.monotonic()
         try:
             jobs = []
+            file_counts: dict[date, int] = {}
             for day in days:
                 files = pings.files_for_date(day)
                 if not files:
                     raise CrashAggregatesError(f"no ping files for {day}")
                 jobs += [(file, self._spec(day, [day])) for file in files]
+                file_counts[day] = len(files)
             progress = self.say.reading(f"{days[0]} to {days[-1]}", [f for f, _ in jobs])
             result = scan_jobs(pings, jobs, self.settings.workers, progress)
         except CrashAggregatesError:
@@ -244,9 +358,10 @@ class _Job:
             return
         for day, (rows, counters, notes) in sorted(_rows(result).items()):
             try:
-                self._write(day, rows, counters, notes, started, clock, 0)
+                self._write(day, rows, counters, notes, started, clock, 0, file_counts[day])
             except CrashAggregatesError as exc:
-                self._failed(day, started, clock, str(exc), written=getattr(exc, "written", 0))
+                self._failed(day, started, clock, str(exc), written=getattr(exc, "written", 0),
+                             corrupt_files=getattr(exc, "corrupt_files", 0))
 
     def _spec(self, layout_date: date | None, wanted: list[date]) -> ScanSpec:
         return ScanSpec(layout_date, frozenset(wanted), self.settings.sample_below,
@@ -259,19 +374,21 @@ class _Job:
             files = pings.files_for_date(day)
             if not files:
                 raise CrashAggregatesError(
-                    f"no ping files for {day} in {self.settings.input_url}")
+                    f"no ping files for {day} in {redact_url(self.settings.input_url)}")
             progress = self.say.reading(day.isoformat(), files)
             per_date, _ = self._aggregate(pings, files, self._spec(day, [day]), progress)
-            self._write(day, *per_date[day], started, clock, 0)
+            self._write(day, *per_date[day], started, clock, 0, len(files))
         except CrashAggregatesError as exc:
-            self._failed(day, started, clock, str(exc), written=getattr(exc, "written", 0))
+            self._failed(day, started, clock, str(exc), written=getattr(exc, "written", 0),
+                         corrupt_files=getattr(exc, "corrupt_files", 0))
 
     def _flat(self, pings: PingStore, days: list[date]) -> None:
         started, clock = datetime.now(UTC), time.monotonic()
         try:
             files = pings.all_files()
             if not files:
-                raise CrashAggregatesError(f"no ping files in {self.settings.input_url}")
+                raise CrashAggregatesError(
+                    f"no ping files in {redact_url(self.settings.input_url)}")
             progress = self.say.reading(f"{days[0]} to {days[-1]}", files)
             per_date, undated = self._aggregate(pings, files, self._spec(None, days), progress)
         except CrashAggregatesError as exc:
@@ -280,16 +397,19 @@ class _Job:
             return
         for day in days:
             try:
-                self._write(day, *per_date[day], started, clock, undated)
+                self._write(day, *per_date[day], started, clock, undated, len(files))
             except CrashAggregatesError as exc:
                 self._failed(day, started, clock, str(exc), undated,
-                             written=getattr(exc, "written", 0))
+                             written=getattr(exc, "written", 0),
+                             corrupt_files=getattr(exc, "corrupt_files", 0))
 
     def _write(self, day: date, rows: list[Aggregate], counters: dict[str, int],
-               notes: list[str], started: datetime, clock: float, undated: int) -> None:
+               notes: list[str], started: datetime, clock: float, undated: int,
+               files: int) -> None:
+        _check_skipped(day, rows, counters, notes, files)
         seconds = time.monotonic() - clock
         run = RunRecord(self.report.run_id, day, "completed", started, seconds, len(rows),
-                        self.settings.input_url, __version__, counters, undated)
+                        redact_url(self.settings.input_url), __version__, counters, undated)
         # Two phases across stores: Parquet's new partition is written aside first (what a full
         # disk breaks), then the database commits, then the partition is swapped in (renames).
         staged = []
@@ -314,18 +434,27 @@ class _Job:
                 written = self.stores.index(store)
                 if not written:
                     raise
-                done = ", ".join(s.url for s in self.stores[:written])
-                raise _PartlyWritten(f"written to {done} but not to {store.url}: {exc}",
-                                     written) from None
+                done = ", ".join(redact_url(s.url) for s in self.stores[:written])
+                raise _PartlyWritten(f"written to {done} but not to {redact_url(store.url)}: "
+                                     f"{exc}", written) from None
         self._done(DateReport(day, "completed", counters, len(rows), seconds, None, undated,
                               notes))
 
-    def _failed(self, day: date, started: datetime, clock: float, error: str,
-                undated: int = 0, written: int = 0) -> None:
-        seconds = time.monotonic() - clock
+    def _failed_run(self, day: date, started: datetime, seconds: float, error: str,
+                    undated: int = 0, corrupt_files: int = 0) -> RunRecord:
         counters = {name: 0 for name in rules.COUNTERS}
-        run = RunRecord(self.report.run_id, day, "failed", started, seconds, 0,
-                        self.settings.input_url, __version__, counters, undated, error)
+        if corrupt_files:
+            counters[rules.CORRUPT_FILES] = corrupt_files
+        return RunRecord(self.report.run_id, day, "failed", started, seconds, 0,
+                         redact_url(self.settings.input_url), __version__, counters, undated,
+                         scrub(error))
+
+    def _failed(self, day: date, started: datetime, clock: float, error: str,
+                undated: int = 0, written: int = 0, corrupt_files: int = 0) -> None:
+        seconds = time.monotonic() - clock
+        error = scrub(error)
+        run = self._failed_run(day, started, seconds, error, undated, corrupt_files)
+        counters = run.counters
         for store in self.stores[written:]:  # never overwrite a store's completed record
             try:
                 store.record_run(run)

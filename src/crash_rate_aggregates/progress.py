@@ -10,6 +10,7 @@ from typing import TextIO
 from . import rules
 from .engines.local import Progress
 from .fill import DateReport
+from .redact import scrub
 from .sources import PingFile
 
 
@@ -17,7 +18,7 @@ def summary_line(report: DateReport) -> str:
     """One line per date: its status, rows and every counter."""
     day = report.submission_date.isoformat()
     if report.status == "failed":
-        return f"{day} FAILED: {report.error}"
+        return f"{day} FAILED: {' '.join(scrub(str(report.error)).split())}"
     if report.status == "skipped":
         return f"{day} skipped: its last run completed on the same input (--skip-existing)"
     counts = " ".join(f"{name}={report.counters.get(name, 0)}" for name in rules.COUNTERS)
@@ -79,7 +80,7 @@ class ConsoleReporter:
         self.out.write(summary_line(report) + "\n")
         self.out.flush()
         for note in report.notes:
-            self._say(f"{report.submission_date} skipped a corrupt file: {note}")
+            self._say(f"{report.submission_date} skipped a corrupt file: {scrub(note)}")
         self.done_dates += 1
         if self.total_dates > 1:
             self._say(self.overall())
@@ -120,6 +121,8 @@ class JsonReporter:
         record = {"submission_date": report.submission_date.isoformat(),
                   "status": report.status, "rows": report.rows,
                   "seconds": round(report.seconds, 3), "counters": report.counters,
-                  "undated": report.undated, "error": report.error, "notes": report.notes}
+                  "undated": report.undated,
+                  "error": None if report.error is None else scrub(report.error),
+                  "notes": [scrub(note) for note in report.notes]}
         self.out.write(json.dumps(record) + "\n")
         self.out.flush()

@@ -31,15 +31,20 @@ With C crashes, H usage hours, n clients and c_i, h_i one client's crashes and h
   71.3% coverage for the symmetric interval, 76.8% for this one). It is Fay and Feuer's (1997)
   gamma interval for a total of variance d C whose heaviest event weighs d. Method "exact";
   "none" when H = 0.
-* Comparison (`compare`) of a candidate (1) to a baseline (0): the rate ratio r1 / r0.
-  - Both effective counts C/d >= small_count (20): Wald interval of log(r1 / r0), whose variance
+* Comparison (`compare`) of a candidate (1) to a baseline (0): the rate ratio r1 / r0. One
+  test per row decides: its p-value, the verdict and the interval come from it together.
+  - Both effective counts C/d >= small_count (20): Wald test of log(r1 / r0), whose variance
     is d1/C1 + d0/C0 (the Poisson 1/C of each log rate times its design effect).
-  - Otherwise: exact conditional binomial test on the effective counts k = round(C/d): given
-    k1 + k0 crashes, k1 is binomial with share H1/d1 / (H1/d1 + H0/d0) when the rates are equal.
-    The Clopper-Pearson interval of the share p maps to the ratio as p/(1-p) * (H0/d0)/(H1/d1).
-  - Verdict from the interval: "regression" above 1, "improvement" below 1, else "no
-    significant change"; "not enough usage yet" (and no numbers) while either side has fewer
-    than min_usage_hours (1,000).
+  - Otherwise: exact conditional binomial test on the effective counts k = C/d over the
+    effective hours H/d: given k1 + k0 crashes, k1 is binomial with share H1/d1 / (H1/d1 +
+    H0/d0) when the rates are equal (the binomial's tails are regularized incomplete beta
+    functions, so k need not be whole). The p-value is the central one, twice the smaller
+    tail; the Clopper-Pearson interval of the share, which is exactly the set of shares that
+    test does not reject, maps to the ratio as p/(1-p) * (H0/d0)/(H1/d1).
+  - Verdict from the p-value: "regression" (candidate higher) or "improvement" (lower) when
+    p < 1 - confidence, else "no significant change". The interval excludes 1 exactly then.
+    "not enough usage yet" (and no numbers) while either side has fewer than min_usage_hours
+    (1,000).
 
 Approximation: when stats of several aggregates are added, a client present in more than one
 (say, two activity dates) counts as several independent clients, which understates the variance
@@ -53,6 +58,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from scipy import stats as _dist  # type: ignore[import-untyped]
+from scipy.special import betainc as _beta_fn  # type: ignore[import-untyped]
 
 from .rules import CRASH_MEASURES, STATS
 
@@ -83,6 +89,11 @@ def add_stats(many: Iterable[Mapping[str, float]]) -> dict[str, float]:
 
 def _stat(stats: Mapping[str, float], key: str) -> float:
     return float(stats.get(key, 0.0))
+
+
+def whole(value: float) -> int | float:
+    """A count as an int when it is whole (stores keep every stat as a float): 52, not 52.0."""
+    return int(value) if float(value).is_integer() else value
 
 
 def _check_crash(crash: str) -> None:
@@ -190,8 +201,8 @@ def crash_rate(
     effective count C/d, scaled by d/H (see the module docstring)."""
     _check_crash(crash)
     _check_confidence(confidence)
-    crashes, hours = _stat(stats, crash), _stat(stats, "usage_hours")
-    clients = _stat(stats, "client_count")
+    crashes, hours = whole(_stat(stats, crash)), _stat(stats, "usage_hours")
+    clients = whole(_stat(stats, "client_count"))
     enough = hours >= min_usage_hours
     if hours <= 0:
         return Rate(crash, crashes, hours, clients, None, None, None, NO_METHOD, enough)
@@ -237,10 +248,11 @@ def compare(
     ratio = _ratio(new.crashes / new.usage_hours, old.crashes / old.usage_hours)
     effective = min(effective_count(candidate, crash), effective_count(baseline, crash))
     if effective >= small_count and effective > 0:
-        lower, upper, p_value = _wald_ratio(candidate, baseline, crash, confidence)
+        test = _wald_ratio(candidate, baseline, crash, confidence)
     else:
-        lower, upper, p_value = _exact_ratio(candidate, baseline, crash, confidence)
-    return Comparison(crash, new, old, ratio, lower, upper, p_value, _verdict(lower, upper))
+        test = _exact_ratio(candidate, baseline, crash, confidence)
+    return Comparison(crash, new, old, ratio, test.lower, test.upper, test.p_value,
+                      _verdict(test, confidence))
 
 
 def _ratio(numerator: float, denominator: float) -> float | None:
@@ -249,18 +261,32 @@ def _ratio(numerator: float, denominator: float) -> float | None:
     return math.inf if numerator > 0 else None
 
 
-def _verdict(lower: float, upper: float) -> str:
-    if lower > 1:
-        return REGRESSION
-    if upper < 1:
-        return IMPROVEMENT
-    return NO_CHANGE
+@dataclass(frozen=True)
+class _Test:
+    """One test of "the rates are equal": its p-value, the interval of the ratio it does not
+    reject, and which side the candidate is on (1 higher, -1 lower, 0 level)."""
+
+    lower: float
+    upper: float
+    p_value: float
+    side: int
+
+
+def _verdict(test: _Test, confidence: float) -> str:
+    # The p-value decides; the interval excludes 1 exactly when p < 1 - confidence.
+    if test.p_value >= 1.0 - confidence or test.side == 0:
+        return NO_CHANGE
+    return REGRESSION if test.side > 0 else IMPROVEMENT
+
+
+def _side(difference: float) -> int:
+    return (difference > 0) - (difference < 0)
 
 
 def _wald_ratio(
     candidate: Mapping[str, float], baseline: Mapping[str, float], crash: str, confidence: float
-) -> tuple[float, float, float]:
-    """Interval and p-value from the normal approximation of the log rate ratio."""
+) -> _Test:
+    """The normal approximation of the log rate ratio: p-value and interval of one z."""
     log_ratio = math.log(
         (_stat(candidate, crash) / _stat(candidate, "usage_hours"))
         / (_stat(baseline, crash) / _stat(baseline, "usage_hours"))
@@ -272,26 +298,37 @@ def _wald_ratio(
     )
     half_width = _z(confidence) * se
     p_value = float(2 * _dist.norm.sf(abs(log_ratio) / se))
-    return math.exp(log_ratio - half_width), math.exp(log_ratio + half_width), p_value
+    return _Test(math.exp(log_ratio - half_width), math.exp(log_ratio + half_width), p_value,
+                 _side(log_ratio))
 
 
 def _exact_ratio(
     candidate: Mapping[str, float], baseline: Mapping[str, float], crash: str, confidence: float
-) -> tuple[float, float, float]:
-    """Interval and p-value from the exact binomial test conditional on the total count."""
+) -> _Test:
+    """The exact binomial test conditional on the total count, on effective counts, and the
+    Clopper-Pearson interval that inverts it."""
     effect_new, effect_old = _design_effect(candidate, crash), _design_effect(baseline, crash)
     # Effective counts and hours: a Poisson experiment as informative as the clustered one.
-    k_new = round(_stat(candidate, crash) / effect_new)
-    k_old = round(_stat(baseline, crash) / effect_old)
+    k_new = _stat(candidate, crash) / effect_new
+    total = k_new + _stat(baseline, crash) / effect_old
     hours_new = _stat(candidate, "usage_hours") / effect_new
     hours_old = _stat(baseline, "usage_hours") / effect_old
-    if k_new + k_old == 0:
-        return 0.0, math.inf, 1.0  # no crash anywhere: no information on the ratio
-    test = _dist.binomtest(k_new, k_new + k_old, hours_new / (hours_new + hours_old))
-    share = test.proportion_ci(confidence_level=confidence, method="exact")
+    if total <= 0:
+        return _Test(0.0, math.inf, 1.0, 0)  # no crash anywhere: no information on the ratio
+    expected = hours_new / (hours_new + hours_old)  # the candidate's share under equal rates
+    alpha = 1.0 - confidence
+    # Binomial tails as regularized incomplete betas (exact for whole counts):
+    # P(X >= k) = I_p(k, n - k + 1), P(X <= k) = I_(1-p)(n - k, k + 1).
+    at_least = 1.0 if k_new <= 0 else float(_beta_fn(k_new, total - k_new + 1, expected))
+    at_most = 1.0 if k_new >= total else float(_beta_fn(total - k_new, k_new + 1, 1 - expected))
+    p_value = min(1.0, 2 * min(at_least, at_most))
+    # Clopper-Pearson: the shares whose tails are both above alpha / 2.
+    low = 0.0 if k_new <= 0 else float(_dist.beta.ppf(alpha / 2, k_new, total - k_new + 1))
+    high = 1.0 if k_new >= total else float(
+        _dist.beta.ppf(1 - alpha / 2, k_new + 1, total - k_new))
 
     def to_ratio(p: float) -> float:
         # The candidate's share of crashes p, as a rate ratio.
         return math.inf if p >= 1 else p / (1 - p) * hours_old / hours_new
 
-    return to_ratio(float(share.low)), to_ratio(float(share.high)), float(test.pvalue)
+    return _Test(to_ratio(low), to_ratio(high), p_value, _side(k_new / total - expected))

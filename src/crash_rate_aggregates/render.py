@@ -32,7 +32,7 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True))
               for row in rows]
-    return "\n".join(lines)
+    return "\n".join(line.rstrip() for line in lines)  # no trailing blanks to copy or strip
 
 
 def render_rates(rows: list[dict[str, Any]], by: list[str], output: str) -> str:
@@ -61,15 +61,36 @@ def render_comparison(report: ComparisonReport, output: str) -> str:
     if report.candidate_dates and report.baseline_dates:
         head += (f" (activity {report.candidate_dates[0]}..{report.candidate_dates[1]} "
                  f"against {report.baseline_dates[0]}..{report.baseline_dates[1]})")
+    for side, hours in (("candidate", report.candidate_hours_before_build),
+                        ("baseline", report.baseline_hours_before_build)):
+        if hours:
+            head += (f"\nusage before build date: {hours:,.1f} hours ignored ({side}; a data "
+                     "error: no session can start before its build)")
     rows = []
     for result in report.results:
         ratio = ("-" if result.ratio is None else
-                 f"{result.ratio:.2f} [{result.lower:.2f}, {result.upper:.2f}]")
+                 f"{result.ratio:.2f} [{_bound(result.lower)}, {_bound(result.upper)}]")
         rows.append([_SHORT[result.crash], _interval(_cell(result.candidate)),
-                     _interval(_cell(result.baseline)), ratio,
-                     "-" if result.p_value is None else f"{result.p_value:.3g}", result.verdict])
+                     _interval(_cell(result.baseline)), ratio, _p_value(result.p_value),
+                     result.verdict])
     return head + "\n\n" + table(
         ["crash", "candidate /1000h", "baseline /1000h", "ratio [95%]", "p", "verdict"], rows)
+
+
+def _bound(value: float | None) -> str:
+    """A bound of the ratio, with the digits that show which side of 1 it is on."""
+    if value is None:
+        return "-"
+    text = f"{value:.2f}"
+    return text if text != "1.00" or value == 1 else f"{value:.5f}"
+
+
+def _p_value(value: float | None) -> str:
+    """Three significant digits, more when they would round across the 5% threshold."""
+    if value is None:
+        return "-"
+    text = f"{value:.3g}"
+    return text if (float(text) < 0.05) == (value < 0.05) else f"{value:.6g}"
 
 
 def _cell(rate: Any) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from . import rates, rules
-from .errors import UsageError
+from .errors import CrashAggregatesError, UsageError
 from .stores.base import ReadableStore
 from .stores.queries import DateKind, StatsQuery
 
@@ -26,7 +26,7 @@ def rate_rows(store: ReadableStore, query: StatsQuery,
     for group, stats in store.sum_stats(query):
         row: dict[str, Any] = dict(zip(names, group, strict=True))
         row["usage_hours"] = stats["usage_hours"]
-        row["client_count"] = stats["client_count"]
+        row["client_count"] = rates.whole(stats["client_count"])
         for crash in crashes:
             rate = rates.crash_rate(stats, crash)
             row[crash] = {"crashes": rate.crashes, "rate": rate.rate, "lower": rate.lower,
@@ -55,6 +55,11 @@ def natural_key(value: str) -> tuple[Any, ...]:
                  for part in re.findall(r"\d+|\D+", value))
 
 
+class NoDataError(CrashAggregatesError):
+    """A candidate or baseline without a single row in the selected dates: a typo, or a build
+    not ingested yet. Never a verdict: `compare` exits 3 on it."""
+
+
 @dataclass(frozen=True)
 class ComparisonReport:
     dimension: str
@@ -64,6 +69,10 @@ class ComparisonReport:
     candidate_dates: tuple[str, str] | None
     baseline_dates: tuple[str, str] | None
     results: list[rates.Comparison]
+    # With days since release: usage hours dated before the build's own date, a data error
+    # left out of the comparison (None otherwise).
+    candidate_hours_before_build: float | None = None
+    baseline_hours_before_build: float | None = None
 
     @property
     def regression(self) -> bool:
@@ -93,7 +102,7 @@ def previous_value(store: ReadableStore, dimension: str, candidate: str,
     earlier = sorted((v for v in values if isinstance(v, str)
                       and natural_key(v) < natural_key(candidate)), key=natural_key)
     if not earlier:
-        raise UsageError(f"no {dimension} before {candidate}"
+        raise UsageError(f"no earlier {dimension} than {candidate}"
                          + (f" on {channel}" if channel else "") + ": give --baseline")
     return earlier[-1]
 
@@ -105,21 +114,83 @@ def main_channel(store: ReadableStore, dimension: str, value: str) -> str | None
     return str(ranked[0][1]) if ranked else None
 
 
-def _stats_over(store: ReadableStore, where: Mapping[str, str], first: date | None,
-                last: date | None, days_since_release: int | None,
-                date_kind: DateKind) -> tuple[dict[str, float], tuple[str, str] | None]:
-    """Summed stats of a build, over the given dates or its first N activity days."""
+_BUILD_DATE = re.compile(r"(\d{4})(\d{2})(\d{2})\d{6}", re.ASCII)
+
+
+def build_date(build_id: str) -> date:
+    """The date of a build id's timestamp YYYYMMDDhhmmss."""
+    found = _BUILD_DATE.fullmatch(build_id)
+    try:
+        if found:
+            return date(*map(int, found.groups()))
+    except ValueError:
+        pass
+    raise UsageError(f"build id {build_id!r} is not a timestamp YYYYMMDDhhmmss")
+
+
+@dataclass(frozen=True)
+class _Side:
+    """One side of a comparison: its summed stats, and with days since release its activity
+    dates and the usage hours dated before its build."""
+
+    stats: dict[str, float]
+    dates: tuple[str, str] | None = None
+    hours_before_build: float | None = None
+
+
+def _described(pair: tuple[str, str], channel: str | None) -> str:
+    return f"{pair[0]}={pair[1]}" + (f" on {channel}" if channel else "")
+
+
+def _first_build_date(store: ReadableStore, pair: tuple[str, str],
+                      where: Mapping[str, str]) -> date:
+    """The build's own date: its build id's, or for a version its first build id's."""
+    dimension, value = pair
+    if dimension == "build_id":
+        return build_date(value)
+    if dimension != "build_version":
+        raise UsageError(f"days since release count from a build's date: compare build_id=... "
+                         f"or build_version=..., not {dimension}")
+    ids = sorted(str(group[0]) for group, _ in store.sum_stats(
+        StatsQuery(by=("build_id",), where=where)) if group[0])
+    if not ids:
+        raise NoDataError(f"no data for {_described(pair, where.get('channel'))} in any "
+                          "activity date")
+    return build_date(ids[0])
+
+
+def _side_over(store: ReadableStore, pair: tuple[str, str], channel: str | None,
+               first: date | None, last: date | None, days_since_release: int | None,
+               date_kind: DateKind) -> _Side:
+    """Summed stats of a build over the given dates, or over its first N days counted from
+    its build date; NoDataError when it has no row there."""
+    where = {**({"channel": channel} if channel else {}), pair[0]: pair[1]}
     if days_since_release is None:
-        found = store.sum_stats(StatsQuery(first=first, last=last, where=where,
-                                           date_kind=date_kind))
-        return (found[0][1] if found else rates.add_stats([])), None
-    per_day = store.sum_stats(StatsQuery(where=where, date_kind="activity", per_date=True))
-    if not per_day:
-        return rates.add_stats([]), None
-    release = date.fromisoformat(str(per_day[0][0][0]))
+        per_day = store.sum_stats(StatsQuery(first=first, last=last, where=where,
+                                             date_kind=date_kind, per_date=True))
+        if not per_day:
+            raise NoDataError(f"no data for {_described(pair, channel)} in "
+                              + _dates_text(date_kind, first, last))
+        return _Side(rates.add_stats(s for _, s in per_day))
+    release = _first_build_date(store, pair, where)
     until = release + timedelta(days=days_since_release - 1)
-    chosen = [s for g, s in per_day if date.fromisoformat(str(g[0])) <= until]
-    return rates.add_stats(chosen), (release.isoformat(), until.isoformat())
+    dated = [(date.fromisoformat(str(g[0])), s) for g, s in store.sum_stats(
+        StatsQuery(where=where, date_kind="activity", per_date=True))]
+    chosen = [s for day, s in dated if release <= day <= until]
+    if not chosen:
+        raise NoDataError(f"no data for {_described(pair, channel)} in "
+                          + _dates_text("activity", release, until)
+                          + f" (its first {days_since_release} days since its build date)")
+    early = sum(s["usage_hours"] for day, s in dated if day < release)
+    return _Side(rates.add_stats(chosen), (release.isoformat(), until.isoformat()), early)
+
+
+def _dates_text(date_kind: str, first: date | None, last: date | None) -> str:
+    if first and last:
+        return f"{date_kind} dates {first} to {last}"
+    if first or last:
+        return f"{date_kind} dates " + (f"from {first}" if first else f"up to {last}")
+    return f"any {date_kind} date"
 
 
 def compare_builds(store: ReadableStore, candidate: tuple[str, str],
@@ -128,17 +199,16 @@ def compare_builds(store: ReadableStore, candidate: tuple[str, str],
                    days_since_release: int | None = None, date_kind: DateKind = "submission",
                    min_usage_hours: float = 1000.0) -> ComparisonReport:
     """Candidate against baseline (by default the previous value on the same channel), per
-    crash type. With `days_since_release`, each side covers its own first N activity days."""
+    crash type. With `days_since_release`, each side covers its first N activity days from its
+    build date. NoDataError when either side has no row in its dates."""
     dimension, value = candidate
     channel = channel or main_channel(store, dimension, value)
+    span = (first, last, days_since_release, date_kind)
+    new = _side_over(store, candidate, channel, *span)  # a typo fails here, not as "no earlier"
     if baseline is None:
         baseline = (dimension, previous_value(store, dimension, value, channel))
-    where_channel = {"channel": channel} if channel else {}
-    cand_stats, cand_dates = _stats_over(store, {**where_channel, dimension: value}, first,
-                                         last, days_since_release, date_kind)
-    base_stats, base_dates = _stats_over(store, {**where_channel, baseline[0]: baseline[1]},
-                                         first, last, days_since_release, date_kind)
-    results = [rates.compare(cand_stats, base_stats, crash, min_usage_hours=min_usage_hours)
+    old = _side_over(store, baseline, channel, *span)
+    results = [rates.compare(new.stats, old.stats, crash, min_usage_hours=min_usage_hours)
                for crash in CRASHES]
-    return ComparisonReport(dimension, value, baseline[1], channel, cand_dates, base_dates,
-                            results)
+    return ComparisonReport(dimension, value, baseline[1], channel, new.dates, old.dates,
+                            results, new.hours_before_build, old.hours_before_build)

@@ -89,7 +89,9 @@ _BUILD_ID_INDEX = DIMENSION_NAMES.index("build_id")
 
 # -- stats ------------------------------------------------------------------------------------
 
-#: Per-ping measures, in the order of `Outcome.measures`.
+#: Per-ping measures, in the order of `Outcome.measures`. Each is an integer (usage in whole
+#: seconds), so that sums are exact and do not depend on the order pings are added in; a stat is
+#: its integer total divided once by its unit (`MEASURE_UNITS`: 3,600 seconds an hour).
 MEASURES: tuple[str, ...] = (
     "ping_count",
     "usage_hours",
@@ -100,6 +102,9 @@ MEASURES: tuple[str, ...] = (
     "content_shutdown_crashes",
     "gpu_crashes",
 )
+SECONDS_PER_HOUR = 3600
+#: What one unit of each measure is worth in its stat: usage is counted in seconds.
+MEASURE_UNITS: tuple[int, ...] = (1, SECONDS_PER_HOUR, 1, 1, 1, 1, 1, 1)
 #: The measures that get squared sums: all but ping_count.
 SQUARED_MEASURES: tuple[str, ...] = MEASURES[1:]
 CRASH_MEASURES: tuple[str, ...] = MEASURES[2:]
@@ -125,6 +130,7 @@ _CHILD_CRASH_ORDER = tuple(
 )
 
 MAX_USAGE_HOURS = 25.0
+MAX_USAGE_SECONDS = 25 * SECONDS_PER_HOUR
 #: Longer dimension values are cut to this many characters: real ones are short (an OS version,
 #: an experiment id), and a value of megabytes would be copied into every row it keys.
 MAX_DIMENSION_CHARS = 1024
@@ -153,7 +159,7 @@ class Outcome:
     doc_id: str | None = None
     key: Key | None = None
     client_id: str | None = None
-    measures: tuple[float, ...] | None = None
+    measures: tuple[int, ...] | None = None  # integers, usage in seconds: see MEASURES
 
     @property
     def dedupable(self) -> bool:
@@ -244,10 +250,10 @@ def clamp_activity_date(activity: date, submission: date) -> date:
     return min(activity, submission)  # (in year 1's first week there is nothing to clamp to)
 
 
-def _count(histograms: object, name: str, key: str) -> float:
+def _count(histograms: object, name: str, key: str) -> int:
     """Rule 8: the bucket "0" of a keyed count histogram; missing, odd or negative is 0."""
     count = lookup(histograms, (name, key, "values", "0"))
-    return float(count) if is_json_int(count) and count >= 0 else 0.0
+    return count if is_json_int(count) and count >= 0 else 0
 
 
 def _build_id_ok(value: str | None) -> bool:
@@ -420,17 +426,18 @@ def evaluate_doc(
         length = lookup(payload, ("info", "subsessionLength"))
         if not is_json_int(length):  # rule 7
             return Outcome(ignored, submission, doc_id)
-        usage = min(MAX_USAGE_HOURS, max(0.0, length / 3600))
+        # min(25, max(0, length / 3600)) hours, as seconds: divided once per aggregate
+        usage_seconds = min(MAX_USAGE_SECONDS, max(0, length))
         histograms = payload.get("keyedHistograms")
-        measures: tuple[float, ...] = (
-            1.0,
-            usage,
-            0.0,
+        measures: tuple[int, ...] = (
+            1,
+            usage_seconds,
+            0,
             *(_count(histograms, name, key) for _, name, key in _CHILD_CRASH_ORDER),
         )
         processed = MAIN_PROCESSED
     else:
-        measures = (0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+        measures = (0, 0, 1, 0, 0, 0, 0, 0)
         processed = CRASH_PROCESSED
     client = doc.get("clientId")
     return Outcome(

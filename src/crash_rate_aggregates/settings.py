@@ -29,6 +29,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from .errors import UsageError
+from .redact import remember, remember_secret
 from .stores.base import DEFAULT_DB, redact
 
 ENV_PREFIX = "CRASH_AGGREGATES_"
@@ -107,6 +108,10 @@ SETTINGS: tuple[Setting, ...] = (
             "A date's share of ignored lines more than this (absolute: 0.05 is 5 percentage "
             "points) above its same-weekday median fails the watchdog.",
             minimum=0.0, maximum=1.0),
+    Setting("watchdog_rows_ratio", float, 0.5,
+            "A date whose last run wrote fewer rows than this fraction of its same-weekday "
+            "median fails the watchdog's run check (0 turns the comparison off; 0 rows always "
+            "fail).", minimum=0.0, maximum=1.0),
     Setting("min_usage_hours", float, 1000.0,
             "`compare`: below this many usage hours a side says `not enough usage yet`.",
             minimum=0.0),
@@ -135,6 +140,7 @@ class Settings:
     watchdog_weeks: int
     watchdog_volume_ratio: float
     watchdog_ignored_jump: float
+    watchdog_rows_ratio: float
     min_usage_hours: float
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
@@ -206,7 +212,28 @@ def resolve(flags: Mapping[str, object | None], env: Mapping[str, str] | None = 
             continue
         values[setting.name] = parse_value(setting, raw, source)
         sources[setting.name] = source
+    _remember_secrets(values)
     return Settings(**values, sources=sources)
+
+
+def _remember_secrets(values: Mapping[str, Any]) -> None:
+    """Every message printed from now on is scrubbed of these settings' passwords (and of a
+    webhook's path, its token)."""
+    for setting in SETTINGS:
+        value = values.get(setting.name)
+        if not setting.secret or not isinstance(value, str):
+            continue
+        remember(value)
+        if setting.name in _SECRET_PATHS:
+            remember_secret(_path_of(value))
+
+
+def _path_of(url: str) -> str:
+    try:
+        path = urlsplit(url).path
+    except ValueError:
+        return url
+    return path if len(path) > 1 else ""
 
 
 def _read_config(path: Path | None) -> tuple[dict[str, Any], str]:

@@ -8,16 +8,23 @@ Nothing here knows what a ping means. A store is a folder or an fsspec URL in on
 
 Ping files are named `*.json`, `*.jsonl` or `*.ndjson`, optionally `.gz` or `.zst`; other files
 (and names starting with `.` or `_`, like `_SUCCESS`) are not read.
+
+On a local filesystem symbolic links are followed, to files and to folders (date folders too).
+A link that leads nowhere (dangling, or a loop) or back to a folder being read is listed like a
+ping file, and opening it fails naming it: its date fails, or the file is skipped and counted.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 from typing import IO, Any, Literal, cast
 
+from . import faults
 from .errors import InputError
 
 Layout = Literal["partitioned", "flat"]
@@ -29,6 +36,7 @@ MAX_LINE_BYTES = 16 << 20
 OVERSIZED_LINE = b"\xff"
 _PING_FILE = re.compile(r"[^./_][^/]*\.(json|jsonl|ndjson)(\.gz|\.zst)?\Z")
 _DATE_FOLDER = re.compile(r"(?:submission_date=)?([0-9]{4})-?([0-9]{2})-?([0-9]{2})\Z")
+OPEN_FILE = faults.define("sources.open_file", "a ping file is about to be opened")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,30 +63,36 @@ def filesystem(url: str, error: type[Exception]) -> tuple[Any, str]:
         extra = _EXTRAS.get(scheme)
         hint = f"pip install 'crash-rate-aggregates[{extra}]'" if extra else "an fsspec package"
         raise error(f"{scheme}:// URLs need {hint}") from None
-    except ValueError as exc:
-        raise error(f"cannot open {url}: {exc}") from None
+    except Exception as exc:  # ValueError mostly; any library's error is one line here
+        from .redact import redact_url, scrub
+
+        raise error(f"cannot open {redact_url(url)}: {scrub(_why(exc))}") from None
 
 
 class PingStore:
     """A ping store at a URL or local path."""
 
     def __init__(self, url: str) -> None:
+        from .redact import redact_url
+
         self.url = url
+        shown = redact_url(url)
         self.fs, self.root = filesystem(url, InputError)
         self.root = self.root.rstrip("/") or "/"
+        self.local = "file" in _protocols(self.fs)
         try:
             is_dir = self.fs.isdir(self.root)
-        except OSError as exc:
-            raise InputError(f"cannot open ping store {url}: {exc}") from None
+        except Exception as exc:  # OSError, or a filesystem's own (botocore's NoCredentials)
+            raise InputError(f"cannot open ping store {shown}: {_why(exc)}") from None
         if not is_dir:
-            raise InputError(f"ping store {url} does not exist or is not a folder")
+            raise InputError(f"ping store {shown} does not exist or is not a folder")
 
     def date_folders(self) -> dict[date, list[str]]:
         """Top-level folders named for a submission date."""
         folders: dict[date, list[str]] = {}
         for entry in self._listdir(self.root):
-            if entry["type"] != "directory":
-                continue
+            if entry["type"] != "directory" and not entry.get("islink"):
+                continue  # a link is a date folder by its name (a dangling one fails its date)
             name = entry["name"].rstrip("/").rsplit("/", 1)[-1]
             match = _DATE_FOLDER.match(name)
             if match is None:
@@ -107,14 +121,17 @@ class PingStore:
     def _listdir(self, path: str) -> list[dict[str, Any]]:
         try:
             return list(self.fs.ls(path, detail=True))
-        except OSError as exc:
-            raise InputError(f"cannot list {path}: {exc}") from None
+        except Exception as exc:  # OSError, or a filesystem's own
+            problem = _link_problem(path) if self.local else None
+            raise InputError(f"cannot list {path}: {problem or _why(exc)}") from None
 
     def _ping_files(self, folder: str) -> list[PingFile]:
+        if self.local:
+            return sorted(self._local_ping_files(folder), key=lambda file: file.path)
         try:
             found = self.fs.find(folder, detail=True)
-        except OSError as exc:
-            raise InputError(f"cannot list {folder}: {exc}") from None
+        except Exception as exc:  # OSError, or a filesystem's own
+            raise InputError(f"cannot list {folder}: {_why(exc)}") from None
         files = [
             PingFile(path, int(info.get("size") or 0))
             for path, info in sorted(found.items())
@@ -122,16 +139,94 @@ class PingStore:
         ]
         return files
 
+    def _local_ping_files(self, folder: str) -> Iterator[PingFile]:
+        """The ping files under a local folder, following symbolic links (fsspec's find does
+        not: it reports a link as type 'other'). A link that cannot be followed, or that leads
+        back to a folder already read, is listed so that opening it fails naming it."""
+        seen = {os.path.realpath(folder)}
+        pending = [folder]
+        while pending:
+            current = pending.pop()
+            for entry in self._listdir(current):
+                path = entry["name"].rstrip("/")
+                name = path.rsplit("/", 1)[-1]
+                kind, size = entry["type"], int(entry.get("size") or 0)
+                if entry.get("islink"):
+                    kind, size = _followed(path)
+                if kind == "directory":
+                    real = os.path.realpath(path)
+                    if entry.get("islink") and (real in seen or _encloses(real, current)):
+                        yield PingFile(path, 0)  # back to a folder being read: open() says so
+                        continue
+                    seen.add(real)
+                    pending.append(path)
+                elif kind in ("file", "broken") and _PING_FILE.match(name):
+                    yield PingFile(path, size)
+
     def open(self, file: PingFile) -> IO[bytes]:
+        faults.fault_point(OPEN_FILE)
         try:
             raw: IO[bytes] = self.fs.open(file.path, "rb")
-        except OSError as exc:
-            raise InputError(f"{file.path}: cannot open: {_reason(exc)}") from None
+        except Exception as exc:  # OSError, or a filesystem's own
+            problem = _link_problem(file.path) if self.local else None
+            raise InputError(f"{file.path}: cannot open: {problem or _reason(exc)}") from None
         return raw
+
+
+def _protocols(fs: Any) -> tuple[str, ...]:
+    protocol = fs.protocol
+    return (protocol,) if isinstance(protocol, str) else tuple(protocol)
+
+
+def _encloses(real: str, folder: str) -> bool:
+    """Whether the real path `real` is `folder` or one of the folders holding it."""
+    inside = os.path.realpath(folder)
+    return os.path.commonpath([real, inside]) == real
+
+
+def _followed(path: str) -> tuple[str, int]:
+    """What a symbolic link leads to: ("file" | "directory" | "other", size), or ("broken",
+    0) for a dangling link or a loop."""
+    import stat
+
+    try:
+        status = os.stat(path)
+    except OSError:
+        return "broken", 0
+    if stat.S_ISDIR(status.st_mode):
+        return "directory", 0
+    return ("file" if stat.S_ISREG(status.st_mode) else "other"), status.st_size
+
+
+def _link_problem(path: str) -> str | None:
+    """Why a local path that is a symbolic link cannot be read, in words (None: not a link)."""
+    try:
+        if not os.path.islink(path):
+            return None
+        target = os.readlink(path)
+    except OSError:
+        return None
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return f"a symbolic link loop (it points to {target})"
+        return f"a dangling symbolic link (it points to {target}, which does not exist)"
+    if os.path.isdir(path):
+        return (f"a symbolic link back to a folder being read (it points to {target}): "
+                "a loop, or the same files twice")
+    return None
 
 
 def _reason(exc: BaseException) -> str:
     return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+
+
+def _why(exc: BaseException) -> str:
+    """A filesystem's exception as one line, with its type when it is not an OSError (a
+    botocore NoCredentialsError says nothing without its name)."""
+    text = " ".join(_reason(exc).split())
+    return text if isinstance(exc, OSError) else f"{type(exc).__name__}: {text}"
 
 
 def inflating_reader(raw: IO[bytes], path: str) -> IO[bytes]:
@@ -185,7 +280,10 @@ def iter_lines(store: PingStore, file: PingFile) -> Iterator[tuple[bytes | memor
 
     Reads big chunks and hands out zero-copy views of the lines in them (a main ping is ~100 KB:
     copying each line would cost as much as parsing it); only a line that spans two chunks is
-    joined. Any failure to read or inflate becomes an InputError naming the file.
+    joined. Runs of blank lines (ASCII whitespace only, which no rule counts) are stepped over
+    in bulk, at the speed of reading them; a chunk read that gives no other line gives one empty
+    line, so that a caller still sees the position advance. Any failure to read or inflate
+    becomes an InputError naming the file.
     """
     raw = store.open(file)
     try:
@@ -200,6 +298,7 @@ def iter_lines(store: PingStore, file: PingFile) -> Iterator[tuple[bytes | memor
                     oversized, rest = True, b""
                 else:
                     rest += chunk
+                yield b"", position  # no line ended in this chunk: the position only
                 continue
             view = memoryview(chunk)
             if oversized or len(rest) + end > MAX_LINE_BYTES:
@@ -207,10 +306,16 @@ def iter_lines(store: PingStore, file: PingFile) -> Iterator[tuple[bytes | memor
             else:
                 yield (rest + chunk[:end] if rest else view[:end]), position
             oversized = False
-            start = end + 1
+            if chunk.isspace():  # nothing but blank lines (the first one aside): skip them all
+                start = chunk.rfind(b"\n") + 1
+            else:
+                start = _past_blank_lines(chunk, end + 1)
+            last = len(chunk) - 1
             while (end := chunk.find(b"\n", start)) >= 0:
                 yield view[start:end], position
                 start = end + 1
+                if start <= last and chunk[start] in _BLANK_BYTES:  # (a ping starts with "{")
+                    start = _past_blank_lines(chunk, start)
             rest = chunk[start:]
             if len(rest) > MAX_LINE_BYTES:
                 oversized, rest = True, b""
@@ -220,6 +325,20 @@ def iter_lines(store: PingStore, file: PingFile) -> Iterator[tuple[bytes | memor
             yield rest, _tell(raw)
     finally:
         raw.close()
+
+
+_BLANK_RUN = re.compile(rb"\s*")  # bytes: ASCII whitespace, what bytes.strip() removes
+_BLANK_BYTES = frozenset(b" \t\n\r\x0b\x0c")
+
+
+def _past_blank_lines(chunk: bytes, start: int) -> int:
+    """Where the first line at or after `start` that is not blank begins (a regex runs over a
+    run of blank lines at a byte a nanosecond; a line at a time costs a microsecond each)."""
+    match = _BLANK_RUN.match(chunk, start)
+    if match is None or match.end() == start:
+        return start
+    last_newline = chunk.rfind(b"\n", start, match.end())
+    return last_newline + 1 if last_newline >= 0 else start
 
 
 def _read(reader: IO[bytes], file: PingFile) -> bytes:

@@ -3,8 +3,10 @@
 Pings start from two real example pings shipped as package data (see `data/README.md`). A
 population of clients differs by channel, OS and build, so crash rates computed from a store show
 real differences (nightly crashes more than release, one nightly build much more, Linux less), and
-~1% of the clients are in crash loops. About 2% of the lines are messy on purpose (bad build ids,
-non-main crashes, duplicates, malformed JSON, ...) to exercise every rule of SPEC.md section 3.
+~1% of the clients are in crash loops. Pings arrive late, but no session or crash is dated
+before its build's date (the date in its build id). About 2% of the lines are messy on purpose
+(bad build ids, non-main crashes, duplicates, malformed JSON, ...) to exercise every rule of
+SPEC.md section 3.
 
 The same arguments and seed give byte-identical files: all randomness comes from
 `random.Random(seed)`, and a ping's bytes depend only on its planned record.
@@ -55,6 +57,7 @@ class GenerateSummary:
     blank_lines: int
     json_bytes: int  # uncompressed bytes, newlines included
     compressed_bytes: int  # bytes on disk
+    regression_build_id: str = ""  # the nightly build made to crash much more than the others
 
 
 # --------------------------------------------------------------------------------------------
@@ -67,6 +70,7 @@ class _Build:
     display_version: str
     build_id: str  # 14 digits
     crash_factor: float  # multiplies every crash rate of the clients running it
+    built: date  # the date of its build id: no activity on it can be earlier
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +157,7 @@ def _make_catalog(rng: random.Random, start: date, end: date) -> _Catalog:
 
     def build(version: str, display: str, day: date, factor: float = 1.0) -> _Build:
         build_id = f"{day:%Y%m%d}{rng.randrange(24):02d}{rng.randrange(60):02d}"
-        return _Build(version, display, build_id + f"{rng.randrange(60):02d}", factor)
+        return _Build(version, display, build_id + f"{rng.randrange(60):02d}", factor, day)
 
     def ago(days: int) -> date:
         return start - timedelta(days=days)
@@ -421,7 +425,8 @@ class _Planner:
         return _Main(
             client=client, build=build, doc_id=_uuid(rng), day=day,
             submission=self._submission(day),
-            activity=day - timedelta(days=_activity_lag(rng)),
+            # a ping can be late, but its session cannot start before its build existed
+            activity=max(day - timedelta(days=_activity_lag(rng)), build.built),
             length=length, reason=reason, counts=self._subprocess_crashes(client, build, length),
             hist_keep=keep, processes=_pick(rng, ((0, 15), (1, 65), (2, 20))),
             seed=rng.getrandbits(64),
@@ -944,4 +949,5 @@ def generate_store(
         records += [_BLANK] * (1 + len(records) // 800)
         rng.shuffle(records)
         writer.write_group(day, records, files_per_day)
-    return writer.summary()
+    worst = max(population.catalog.nightly.values(), key=lambda build: build.crash_factor)
+    return replace(writer.summary(), regression_build_id=worst.build_id)

@@ -2,7 +2,10 @@
 
 For each of the last `days` submission dates (ending yesterday, UTC), five checks, in order:
 
-    run            the date has a run record and its last run (latest started_at) completed
+    run            the date has a run record and its last run (the last to commit) completed,
+                   wrote rows (not 0), skipped no corrupt file (`corrupt_files`, with
+                   --on-corrupt-file skip), and wrote at least `rows_ratio` (50%) of the median
+                   row count of the same weekday over the trailing `weeks` weeks
     ping_volume    pings processed (main_processed + crash_processed of the last completed run)
                    are at least `volume_ratio` (50%) of the median of the same weekday over the
                    trailing `weeks` (4) weeks
@@ -36,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import rules
 from .errors import StoreError, UsageError
+from .redact import redact_url, scrub
 from .stores.base import ReadableStore
 from .stores.queries import StatsQuery
 
@@ -68,12 +72,15 @@ class Thresholds:
                    fails; absolute (default 0.05: 5 percentage points)
     min_history    the fewest earlier same-weekdays with a completed run to compare with
                    (default 2; with fewer the comparison is skipped with a note)
+    rows_ratio     a completed run that wrote fewer rows than this fraction of the
+                   same-weekday median fails the run check (default 0.5; 0 turns it off)
     """
 
     weeks: int = 4
     volume_ratio: float = 0.5
     ignored_jump: float = 0.05
     min_history: int = 2
+    rows_ratio: float = 0.5
 
     def __post_init__(self) -> None:
         if self.weeks < 1:
@@ -84,11 +91,14 @@ class Thresholds:
             raise UsageError(f"watchdog volume ratio must be in [0, 1], not {self.volume_ratio}")
         if not 0 <= self.ignored_jump <= 1:
             raise UsageError(f"watchdog ignored jump must be in [0, 1], not {self.ignored_jump}")
+        if not 0 <= self.rows_ratio <= 1:
+            raise UsageError(f"watchdog rows ratio must be in [0, 1], not {self.rows_ratio}")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Thresholds:
         return cls(weeks=settings.watchdog_weeks, volume_ratio=settings.watchdog_volume_ratio,
-                   ignored_jump=settings.watchdog_ignored_jump)
+                   ignored_jump=settings.watchdog_ignored_jump,
+                   rows_ratio=settings.watchdog_rows_ratio)
 
 
 @dataclass(frozen=True)
@@ -188,7 +198,8 @@ def _markers(parquet: ParquetStore) -> dict[str, dict[str, Any]]:
     try:
         return parquet.markers()
     except (OSError, ValueError) as exc:
-        raise StoreError(f"cannot read the _SUCCESS markers under {parquet.url}: {exc}") from None
+        raise StoreError(f"cannot read the _SUCCESS markers under {redact_url(parquet.url)}: "
+                         f"{scrub(str(exc))}") from None
 
 
 def _started(run: Run) -> datetime:
@@ -270,13 +281,38 @@ def _check_run(day: date, history: _History) -> Finding:
     if last is None:
         return Finding(day, "run", False, "no run recorded for this date")
     if last["status"] == "completed":
-        return Finding(day, "run", True, f"last run {last['run_id']} completed: "
-                       f"{int(last['rows_written']):,} rows")
+        return _check_completed(day, last, history)
     completed = history.last_completed(day)
     kept = (f"; the rows of run {completed['run_id']} remain" if completed is not None
             else "; no run of this date ever completed")
-    error = f": {last['error']}" if last.get("error") else ""
+    error = f": {scrub(str(last['error']))}" if last.get("error") else ""
     return Finding(day, "run", False, f"last run {last['run_id']} {last['status']}{error}{kept}")
+
+
+def _check_completed(day: date, last: Run, history: _History) -> Finding:
+    """A completed run still fails when it wrote nothing, skipped corrupt files (their pings
+    are missing), or wrote far fewer rows than the same weekday usually has."""
+    rows = int(last["rows_written"])
+    done = f"last run {last['run_id']} completed: {rows:,} rows"
+    corrupt = int(last.get(rules.CORRUPT_FILES) or 0)
+    if rows == 0:
+        return Finding(day, "run", False, f"{done}: the date has no data", value=0.0)
+    if corrupt:
+        return Finding(day, "run", False,
+                       f"{done}, but it skipped {corrupt:,} corrupt "
+                       f"file{'' if corrupt == 1 else 's'} (--on-corrupt-file skip): their "
+                       "pings are missing; fix or remove the files and fill the date again",
+                       value=float(rows))
+    thresholds = history.thresholds
+    earlier = [float(run["rows_written"]) for _, run in history.earlier(day)]
+    if thresholds.rows_ratio and len(earlier) >= thresholds.min_history:
+        median = statistics.median(earlier)
+        if rows < thresholds.rows_ratio * median:
+            return Finding(day, "run", False,
+                           f"{done}, {rows / median:.0%} of the median {median:,.0f} of "
+                           f"{len(earlier)} earlier {WEEKDAYS[day.weekday()]}s (fails below "
+                           f"{thresholds.rows_ratio:.0%})", value=float(rows), median=median)
+    return Finding(day, "run", True, done)
 
 
 def _no_history(day: date, check_name: str, count: int, thresholds: Thresholds,

@@ -3,12 +3,14 @@
 Each worker takes whole files from a task queue, applies the rules to every line and sends back
 compact `Chunk`s of a few thousand records through a bounded queue (so a slow parent slows the
 workers down instead of piling chunks up in memory). The parent folds chunks into one
-`DateAggregator` per submission date: dedupe and sums happen there, so which worker reads which
-file never changes a row. With one worker everything runs in the calling process.
+`DateAggregator` per submission date: dedupe and sums happen there, and the sums are exact
+(integers), so which worker reads which file, and in what order chunks arrive, never changes a
+row, to the last bit. With one worker everything runs in the calling process.
 """
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
 import queue
@@ -20,12 +22,18 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from .. import rules
+from .. import faults, rules
 from ..aggregation import DateAggregator, DateBatch, FrozenBatch
 from ..errors import CrashAggregatesError, InputError
 from ..sources import PingFile, PingStore, iter_lines
 
 CHUNK_RECORDS = 5000
+WORKER_STARTED = faults.define("local.worker_started", "a worker process was started, and "
+                               "maybe not the others yet")
+WORKER_BEGINS = faults.define("local.worker_begins", "a worker process runs, its own signal "
+                              "handlers not set yet (the parent's, inherited, are)")
+POOL_STOPPING = faults.define("local.pool_stopping", "the worker pool is being shut down, once "
+                              "a worker (each pass: one worker stopped)")
 
 
 @dataclass(frozen=True)
@@ -73,13 +81,23 @@ class Progress:
             self.callback(bytes_read, lines)
 
 
+class BlankLines:
+    """What `file_outcomes` gives for blank lines read past: no line, only the position."""
+
+
+BLANK_LINES = BlankLines()
+
+
 def file_outcomes(store: PingStore, file: PingFile, spec: ScanSpec
-                  ) -> Iterator[tuple[int, int, rules.Outcome | None]]:
+                  ) -> Iterator[tuple[int, int, rules.Outcome | BlankLines | None]]:
     """(line number, compressed bytes read, outcome) for every non-blank line of a file; the
-    outcome is None for a ping of a date not asked for. Both engines read files through this."""
+    outcome is None for a ping of a date not asked for, and BLANK_LINES (counted nowhere: SPEC
+    skips blank lines) now and then in a stretch of blank lines, so that progress goes on.
+    Both engines read files through this."""
     evaluate = rules.evaluate_line
     for number, (line, position) in enumerate(iter_lines(store, file)):
         if not line:
+            yield number, position, BLANK_LINES
             continue
         outcome = evaluate(line, spec.layout_date, spec.wanted, spec.sample_below, spec.dedupe)
         if outcome is not None and outcome.counter == rules.MALFORMED_LINES \
@@ -89,11 +107,19 @@ def file_outcomes(store: PingStore, file: PingFile, spec: ScanSpec
 
 
 def scan_file(store: PingStore, file: PingFile, spec: ScanSpec) -> Iterator[Chunk]:
-    """Apply the rules to every line of one file, in chunks."""
+    """Apply the rules to every line of one file, in chunks: one every CHUNK_RECORDS records,
+    and one whenever the read advanced over blank lines alone (to show progress)."""
     batches: dict[date, DateBatch] = {}
     undated = lines = records = 0
     position = reported = 0
     for _, position, outcome in file_outcomes(store, file, spec):
+        if isinstance(outcome, BlankLines):
+            if position > reported:  # the read went on over blank lines: say so
+                yield Chunk({d: b.freeze() for d, b in batches.items()}, undated, lines,
+                            position - reported)
+                reported = position
+                batches, undated, lines, records = {}, 0, 0, 0
+            continue
         lines += 1
         if outcome is None:
             continue
@@ -222,10 +248,13 @@ class _Orphaned(Exception):
 
 
 def _worker(store_url: str, tasks: Any, results: Any) -> None:
+    faults.fault_point(WORKER_BEGINS)
     # Ctrl-C reaches the whole process group, and a forked worker inherits the command's
-    # SIGTERM handler: the parent stops the workers, so they take neither as their own.
+    # SIGTERM handler: the parent stops the workers, so they take neither as their own. Both
+    # signals were blocked across the fork (`_start_worker`): one sent meanwhile comes now.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
     _die_with_parent()
     parent = multiprocessing.parent_process()
 
@@ -275,18 +304,21 @@ def _parallel_chunks(
     context: Any = multiprocessing.get_context("fork" if forkable else "spawn")
     tasks = context.Queue()
     results = context.Queue(maxsize=4 * workers)
-    # Largest files first, so one big file does not start last and run alone.
-    for index in sorted(range(len(jobs)), key=lambda i: -jobs[i][0].size):
-        tasks.put((index, *jobs[index]))
-    for _ in range(workers):
-        tasks.put(None)
-    processes = [
-        context.Process(target=_worker, args=(store_url, tasks, results), daemon=True)
-        for _ in range(workers)
-    ]
-    for process in processes:
-        process.start()
+    # However this stops (an error, Ctrl-C, SIGTERM while the workers start), the process must
+    # not wait at exit for a queue's thread to flush tasks into a pipe nobody reads any more:
+    # that hung a job stopped while it started its workers.
+    tasks.cancel_join_thread()
+    results.cancel_join_thread()
+    processes: list[Any] = []
     try:
+        # Largest files first, so one big file does not start last and run alone.
+        for index in sorted(range(len(jobs)), key=lambda i: -jobs[i][0].size):
+            tasks.put((index, *jobs[index]))
+        for _ in range(workers):
+            tasks.put(None)
+        for _ in range(workers):
+            processes.append(_start_worker(context, store_url, tasks, results))
+            faults.fault_point(WORKER_STARTED)
         remaining = len(jobs)
         while remaining:
             try:
@@ -310,12 +342,44 @@ def _parallel_chunks(
         for process in processes:
             process.join(timeout=10)
     finally:
-        for process in processes:
-            if process.is_alive():
-                process.terminate()
-        for process in processes:
-            process.join(timeout=5)
-        results.close()
-        tasks.close()
-        results.cancel_join_thread()
-        tasks.cancel_join_thread()
+        _stop_pool(processes, [results, tasks])
+
+
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+def _start_worker(context: Any, store_url: str, tasks: Any, results: Any) -> Any:
+    """A started worker process. Until the worker has set its own signal handlers it would
+    take a SIGTERM (to the process group) with the parent's, as a KeyboardInterrupt and a
+    traceback: the signals stay blocked across the fork, and the worker unblocks them."""
+    process = context.Process(target=_worker, args=(store_url, tasks, results), daemon=True)
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        process.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    return process
+
+
+def _stop_pool(processes: list[Any], queues: list[Any]) -> None:
+    """Stop every worker and close the queues. A Ctrl-C (or a first SIGTERM) meanwhile does
+    not cut this short, leaving workers behind: it is raised once the pool is down."""
+    interrupt: KeyboardInterrupt | None = None
+    steps: list[Callable[[], None]] = [
+        *(functools.partial(_terminate, process) for process in processes),
+        *(functools.partial(process.join, 5) for process in processes),
+        *(q.close for q in queues),
+    ]
+    for step in steps:
+        try:
+            step()
+        except KeyboardInterrupt as exc:
+            interrupt = interrupt or exc
+    if interrupt is not None:
+        raise interrupt
+
+
+def _terminate(process: Any) -> None:
+    faults.fault_point(POOL_STOPPING)
+    if process.is_alive():
+        process.terminate()

@@ -16,6 +16,10 @@ Then, in one Spark job of three reduces, without collecting pings to the driver:
 3. each client's sums become its share of the 29 stats, summed per (date, key). Only those
    aggregates and the counters reach the driver.
 
+Every sum is of integers (the rules' measures; usage in seconds), in Python's exact arithmetic,
+so the order in which Spark combines values never shows; the driver divides each total once
+by its unit (`aggregation.stats_from_totals`), as the local engine does: the same floats.
+
 Shuffles carry ~100 bytes a ping (hashes, key, 8 measures), against ~100 KB of JSON read.
 """
 
@@ -29,12 +33,16 @@ from collections.abc import Iterable, Iterator
 from datetime import date
 from typing import Any
 
-from .. import rules
-from ..aggregation import Aggregate, client_hash, hash64
+from .. import faults, rules
+from ..aggregation import Aggregate, client_hash, hash64, stats_from_totals
 from ..errors import InputError, UsageError
 from ..sources import PingFile, PingStore
-from .local import ScanSpec, file_outcomes
+from .local import BlankLines, ScanSpec, file_outcomes
 
+SESSION_STARTING = faults.define("spark.session_starting", "the Spark session (a JVM) is about to "
+                                 "be started")
+JOB_STARTING = faults.define("spark.job_starting", "the session is up and the day's Spark job "
+                             "is about to run")
 DateRows = dict[date, tuple[list[Aggregate], dict[str, int], list[str]]]
 _N = len(rules.MEASURES)
 _KINDS = (rules.MAIN_PROCESSED, rules.MAIN_IGNORED, rules.CRASH_PROCESSED, rules.CRASH_IGNORED)
@@ -57,6 +65,7 @@ def spark_session(master: str | None = None) -> Any:
     # comes from its --master and configuration; run by hand, the default is a local session.
     if master is not None or "PYSPARK_GATEWAY_PORT" not in os.environ:
         builder = builder.master(master or "local[*]")
+    faults.fault_point(SESSION_STARTING)
     session = (builder.config("spark.sql.session.timeZone", "UTC")
                .config("spark.ui.showConsoleProgress", "false")
                .getOrCreate())
@@ -96,7 +105,7 @@ def _file_items(store: PingStore, file_index: int, file: PingFile, spec: ScanSpe
     """One file's pings, then its counts."""
     counts: Counter[tuple[int | None, str]] = Counter()
     for line_number, _, outcome in file_outcomes(store, file, spec):
-        if outcome is None:
+        if outcome is None or isinstance(outcome, BlankLines):
             continue
         day = outcome.submission_date
         if day is None or outcome.counter not in _KINDS:
@@ -139,6 +148,7 @@ def _after_dedupe(item: tuple[tuple[Any, ...], Any]) -> Iterator[tuple[tuple[Any
 
 
 def _sum(a: Any, b: Any) -> Any:
+    """Counts and integer sums, exactly (Python integers do not overflow)."""
     if isinstance(a, int):
         return a + b
     return tuple(x + y for x, y in zip(a, b, strict=True))
@@ -151,7 +161,7 @@ def _client_to_key(item: tuple[tuple[Any, ...], Any]) -> tuple[tuple[Any, ...], 
         return key, sums
     _, day, agg_key, _ = key
     usage = sums[1]
-    return ("stats", day, agg_key), (*sums, 1.0, *(s * s for s in sums[1:_N]),
+    return ("stats", day, agg_key), (*sums, 1, *(s * s for s in sums[1:_N]),
                                      *(c * usage for c in sums[2:_N]))
 
 
@@ -173,6 +183,7 @@ def _scan(spark: Any, store_url: str, files: list[PingFile], spec: ScanSpec
     # stages: Spark's cost here is per task, not per record.
     context = spark.sparkContext
     partitions = max(1, context.defaultParallelism)
+    faults.fault_point(JOB_STARTING)
     results = (context.parallelize(list(enumerate(files)), max(1, len(files)))
                .mapPartitions(lambda part: _read_file(store_url, spec, part))
                .reduceByKey(_first_read, partitions)
@@ -189,7 +200,7 @@ def _scan(spark: Any, store_url: str, files: list[PingFile], spec: ScanSpec
     for (day_ordinal, key), values in totals:
         activity, dims = rules.key_to_row(key)
         rows = out[date.fromordinal(day_ordinal)][0]
-        rows.append(Aggregate(activity, dims, dict(zip(rules.STATS, values, strict=True))))
+        rows.append(Aggregate(activity, dims, stats_from_totals(values)))
     undated = 0
     for (day_ordinal, counter), count in counts.items():
         if day_ordinal is None:

@@ -7,7 +7,6 @@ by the URL's scheme.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -105,27 +104,38 @@ class ReadableStore(Store, Protocol):
         """The values a dimension takes, sorted."""
 
 
-def open_store(url: str | None) -> Store:
-    """The store at `url` (default: SQLite at ./crash_aggregates.db)."""
+def open_store(url: str | None, create: bool = True) -> Store:
+    """The store at `url` (default: SQLite at ./crash_aggregates.db).
+
+    `create=False` is for the commands that only read (rates, compare, watchdog, serve): a
+    store that does not exist yet, or a database without its tables, is a StoreError saying
+    so (`no_store`) instead of an empty store made where none was meant to be.
+    """
     url = url or DEFAULT_DB
     scheme = url.split(":", 1)[0].lower() if ":" in url else ""
     if scheme == "sqlite":
         from .sqlite import SqliteStore
 
-        return SqliteStore(url)
+        return SqliteStore(url, create=create)
     if scheme in ("postgresql", "postgres"):
         from .postgres import PostgresStore
 
-        return PostgresStore(url)
+        return PostgresStore(url, create=create)
     raise UsageError(
         f"unknown store URL {redact(url)!r}: use sqlite:///path.db or postgresql://user@host/db"
     )
 
 
+def no_store(url: str) -> str:
+    """The message of a read-only open that finds nothing to read."""
+    return f"no store at {redact(url)}: `crash-aggregates fill` creates it"
+
+
 def redact(url: str) -> str:
-    """The URL with any password replaced by ***."""
-    url = re.sub(r"(://[^:/@?#]*:)[^@/?#]*@", r"\1***@", url)
-    return re.sub(r"(?i)(password=)[^&\s]*", r"\1***", url)
+    """The URL with any password replaced by *** (see redact.py, the one redaction)."""
+    from ..redact import redact_url
+
+    return redact_url(url)
 
 
 def row_sort_key(row: Aggregate) -> tuple[str, list[tuple[str, str]]]:

@@ -9,9 +9,16 @@ Columns: `activity_date` string, `dimensions` map<string,string>, `stats` map<st
 Replacing a partition, all or nothing:
 
 - on a local filesystem the new partition is written aside (`crash_aggregates/_staging/`), then
-  swapped in with two renames (old partition out, new one in); a reader sees the old files or
-  the new ones, never a mix. A crash between the two renames leaves the date without a partition
-  until the store is opened again, which puts the old one back (and clears leftovers);
+  exchanged with the old one in one step (Linux `renameat2(RENAME_EXCHANGE)`): a reader
+  listing the folder finds the old partition or the new one at every moment, never a mix and
+  never none. The old one, now in the staging folder, is deleted at the job's next swap or
+  when it closes the store, so a reader already inside it still lists all its files; one that
+  listed the old files and opens them by name after the swap gets "file not found" (and may
+  retry), never a table without the date. A job killed at any point leaves the old partition
+  or the new one; opening the store clears what it left in the staging folder.
+  Where there is no exchange (another system, a filesystem without it), two renames do it (old
+  partition out, new one in): a crash between them leaves the date without a partition until
+  the store is opened again, which puts the old one back;
 - on object storage there are no renames: the new file is written under a name of its own, then
   `_SUCCESS` (one PUT, atomic) is rewritten to list it, then the old files are deleted. A reader
   that lists the folder between those steps can see old and new files together; one that reads
@@ -20,23 +27,72 @@ Replacing a partition, all or nothing:
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
 import os
 import posixpath
+import shutil
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
+from .. import faults
 from ..aggregation import Aggregate
 from ..errors import StoreError
 from ..sources import filesystem
-from .base import RunRecord, row_sort_key
+from .base import RunRecord, redact, row_sort_key
 
 TABLE = "crash_aggregates"
 VERSION = "v1"
 MARKER = "_SUCCESS"
+
+BEFORE_SWAP = faults.define("parquet.before_swap", "a date's new partition staged beside the "
+                            "old one (in a fill with --db: after the database committed)")
+AFTER_EXCHANGE = faults.define("parquet.after_exchange", "the new partition exchanged in; the "
+                               "old one, now in the staging folder, not deleted yet")
+BETWEEN_RENAMES = faults.define("parquet.between_renames", "without an exchange: the old "
+                                "partition moved out, the new one not moved in yet")
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+#: errno values of a system or filesystem that has no exchange: two renames instead.
+_NO_EXCHANGE = frozenset({errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP})
+
+
+def _load_renameat2() -> Any:
+    """glibc's renameat2 (2.28 and later), or None off Linux or without it."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                         ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
+
+
+_renameat2 = _load_renameat2()
+#: Whether this system has the exchange (a filesystem may still refuse it: two renames then).
+CAN_EXCHANGE = _renameat2 is not None
+
+
+def exchange(first: str, second: str) -> bool:
+    """Swap two existing folders in one step, so that each path always names one of them.
+    False where the system or the filesystem cannot (nothing was changed then)."""
+    if _renameat2 is None:
+        return False
+    if _renameat2(_AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second),
+                  _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in _NO_EXCHANGE:
+        return False
+    raise OSError(code, os.strerror(code), second)
 
 
 def _pyarrow() -> Any:
@@ -68,6 +124,10 @@ class ParquetStore:
         self.root = posixpath.join(root.rstrip("/"), TABLE, VERSION)
         self.staging = posixpath.join(root.rstrip("/"), TABLE, "_staging")
         self.local = "file" in _protocols(self.fs)
+        #: Old partitions exchanged out, in the staging folder: deleted at the next swap or on
+        #: close, not at once, so that a reader that opened one just before the exchange
+        #: still lists all its files.
+        self._retired: list[str] = []
         if self.local:
             self._recover()
 
@@ -113,11 +173,15 @@ class ParquetStore:
 
     @contextmanager
     def _errors(self, day: date) -> Iterator[None]:
+        where = f"cannot write Parquet for {day} under {redact(self.url)}"
         try:
             yield
+        except StoreError:
+            raise
         except OSError as exc:
-            raise StoreError(f"cannot write Parquet for {day} under {self.url}: "
-                             f"{getattr(exc, 'strerror', None) or exc}") from None
+            raise StoreError(f"{where}: {getattr(exc, 'strerror', None) or exc}") from None
+        except Exception as exc:  # an object store's own (botocore's expired credentials...)
+            raise StoreError(f"{where}: {type(exc).__name__}: {redact(str(exc))}") from None
 
     def _write_file(self, folder: str, name: str, rows: Sequence[Aggregate]) -> None:
         pq = _pyarrow().parquet
@@ -146,6 +210,16 @@ class ParquetStore:
                     self.fs.mv(path, self.partition(day), recursive=True)
                     continue
             self.fs.rm(path, recursive=True)
+
+    def retire(self, old_partition: str) -> None:
+        """Delete the partitions retired before, keep this one until the next swap or close."""
+        self._delete_retired()
+        self._retired.append(old_partition)
+
+    def _delete_retired(self) -> None:
+        for path in self._retired:
+            shutil.rmtree(path, ignore_errors=True)  # what is left, the next open clears
+        self._retired = []
 
     def record_run(self, run: RunRecord) -> None:
         """A failed date leaves its partition as it was; runs are recorded in `--db`."""
@@ -183,7 +257,7 @@ class ParquetStore:
                 if submission_date is None or day == submission_date.isoformat()]
 
     def close(self) -> None:
-        pass
+        self._delete_retired()
 
 
 @dataclass
@@ -211,22 +285,56 @@ class Staged:
             fs.rm(self.new, recursive=True)
 
     def _swap(self) -> None:
-        """Two renames: the old partition out, the new one in; undone on any interruption."""
+        """The staged partition in, the old one out, in one step; or, where there is no
+        exchange, two renames. A partition that was never written is one rename."""
         fs = self.store.fs
+        fs.makedirs(self.store.root, exist_ok=True)
+        try:
+            faults.fault_point(BEFORE_SWAP)
+            if self._first_version() or self._exchanged():
+                return
+        except BaseException:  # an error, Ctrl-C or SIGTERM: the partition is whole either way
+            self.abort()  # the staged folder: the new partition, or the old one exchanged out
+            raise
+        self._two_renames()
+
+    def _first_version(self) -> bool:
+        """No partition yet: rename the staged one in. False when there is one (perhaps made
+        meanwhile by another job)."""
+        if os.path.exists(self.target):
+            return False
+        try:
+            os.rename(self.new, self.target)
+        except OSError as exc:
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                return False
+            raise
+        return True
+
+    def _exchanged(self) -> bool:
+        if not exchange(self.new, self.target):
+            return False
+        faults.fault_point(AFTER_EXCHANGE)
+        self.store.retire(self.new)  # the old partition now
+        return True
+
+    def _two_renames(self) -> None:
+        """The old partition out, the new one in; undone on any interruption. A kill between
+        the two leaves no partition until the store is opened again (see _recover)."""
         moved_out = False
         try:
-            fs.makedirs(self.store.root, exist_ok=True)
-            if fs.exists(self.target):
-                fs.mv(self.target, self.old, recursive=True)
+            if os.path.exists(self.target):
+                os.rename(self.target, self.old)
                 moved_out = True
-            fs.mv(self.new, self.target, recursive=True)
+            faults.fault_point(BETWEEN_RENAMES)
+            os.rename(self.new, self.target)
         except BaseException:  # an error, Ctrl-C or SIGTERM: put things back as they were
-            if moved_out and not fs.exists(self.target):
-                fs.mv(self.old, self.target, recursive=True)
+            if moved_out and not os.path.exists(self.target):
+                os.rename(self.old, self.target)
             self.abort()
             raise
-        if fs.exists(self.old):
-            fs.rm(self.old, recursive=True)
+        if os.path.exists(self.old):
+            shutil.rmtree(self.old)
 
     def _publish(self) -> None:
         """Object storage: `_SUCCESS` names the new file (one atomic PUT), then old files go."""

@@ -22,10 +22,11 @@ from urllib.parse import unquote, urlsplit
 
 import orjson
 
-from .. import rules
+from .. import faults, rules
 from ..aggregation import Aggregate
 from ..errors import StoreError
-from .base import RUN_COLUMNS, RunRecord, redact, row_sort_key
+from ..redact import scrub, url_secrets
+from .base import RUN_COLUMNS, RunRecord, no_store, redact, row_sort_key
 from .queries import VIEW_RATES, VIEWS, Grouped, StatsQuery, distinct_sql, grouped
 
 APPLICATION_NAME = "crash-aggregates"
@@ -75,8 +76,38 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     # The rates view's intervals became Garwood limits of the effective count (same columns).
     (4, "".join(f"CREATE OR REPLACE VIEW {name} AS {body};\n" for name, body in VIEWS
                 if name == VIEW_RATES)),
+    # Run records carry their order of commit: the default draws it when the record is
+    # inserted, the last statement of a date's transaction, under the date's lock. Records
+    # of earlier releases are numbered in the order they were read before (start time).
+    (5, """
+    CREATE SEQUENCE IF NOT EXISTS crash_aggregates_runs_commit_seq;
+    ALTER TABLE crash_aggregates_runs ADD COLUMN IF NOT EXISTS commit_seq bigint;
+    UPDATE crash_aggregates_runs AS runs SET commit_seq = numbered.n
+    FROM (SELECT run_id, submission_date,
+                 row_number() OVER (ORDER BY started_at, run_id, submission_date) AS n
+          FROM crash_aggregates_runs) AS numbered
+    WHERE runs.run_id = numbered.run_id AND runs.submission_date = numbered.submission_date;
+    SELECT setval('crash_aggregates_runs_commit_seq',
+                  (SELECT coalesce(max(commit_seq), 0) + 1 FROM crash_aggregates_runs), false);
+    ALTER TABLE crash_aggregates_runs
+        ALTER COLUMN commit_seq SET DEFAULT nextval('crash_aggregates_runs_commit_seq'),
+        ALTER COLUMN commit_seq SET NOT NULL;
+    ALTER SEQUENCE crash_aggregates_runs_commit_seq OWNED BY crash_aggregates_runs.commit_seq;
+    CREATE INDEX IF NOT EXISTS crash_aggregates_runs_commit
+        ON crash_aggregates_runs (submission_date, commit_seq);
+    """),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
+#: Runs in the order their writes committed: the last one is the one whose rows are in the
+#: table, even when two jobs of one date overlapped (the one started first may commit last).
+_RUN_ORDER = " ORDER BY commit_seq, started_at, run_id, submission_date"
+
+BEFORE_REPLACE = faults.define("postgres.before_replace", "a date's rows are ready, its "
+                               "transaction not begun (another job may write the date now)")
+DURING_COPY = faults.define("postgres.during_copy", "the old rows deleted and the first block "
+                            "of new rows sent, inside the date's transaction")
+BEFORE_COMMIT = faults.define("postgres.before_commit", "a date's new rows and run record sent, "
+                              "the transaction not committed")
 
 
 def _password(url: str) -> str | None:
@@ -114,7 +145,9 @@ def copy_blocks(day: str, rows: Iterable[Aggregate]) -> Iterator[bytes]:
 
 
 class PostgresStore:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, create: bool = True) -> None:
+        """Connect, creating or migrating the schema; with `create=False` (the read-only
+        commands) a database without this schema is a StoreError, and nothing is created."""
         try:
             import psycopg
         except ImportError:
@@ -122,11 +155,14 @@ class PostgresStore:
                              "pip install 'crash-rate-aggregates[postgres]'") from None
         self._psycopg = psycopg
         self.url = redact(url)
-        self._secrets = [s for s in (_password(url), os.environ.get("PGPASSWORD")) if s]
+        self._secrets = [*url_secrets(url), *filter(None, [os.environ.get("PGPASSWORD")])]
         self._conninfo = url
         self.connection = self._connect()
         try:
-            self.ensure_schema()
+            if create:
+                self.ensure_schema()
+            else:
+                self._ensure_existing_schema(url)
         except BaseException:
             self.connection.close()
             raise
@@ -138,7 +174,9 @@ class PostgresStore:
             connection = psycopg.connect(self._conninfo, application_name=APPLICATION_NAME,
                                          connect_timeout=10, autocommit=True)
             connection.execute("SET TIME ZONE 'UTC'")
-        except psycopg.Error as exc:
+        # libpq may read a bad host name out of a URL whose password is not percent-encoded:
+        # then the driver raises a bare UnicodeError or ValueError, not a psycopg.Error
+        except (psycopg.Error, UnicodeError, ValueError) as exc:
             raise StoreError(f"cannot connect to PostgreSQL at {self.url}: "
                              f"{self._message(exc)}") from None
         return connection
@@ -154,9 +192,7 @@ class PostgresStore:
     def _message(self, exc: BaseException) -> str:
         """The driver's message on one line, without the password."""
         text = " ".join(str(exc).split()) or type(exc).__name__
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+        return scrub(text, self._secrets)
 
     @contextmanager
     def _transaction(self, doing: str) -> Iterator[Any]:
@@ -181,6 +217,19 @@ class PostgresStore:
             cursor.execute("SELECT coalesce(max(version), 0) FROM crash_aggregates_schema")
             version: int = cursor.fetchone()[0]
             return version
+
+    def _ensure_existing_schema(self, url: str) -> None:
+        """A reader's open: the tables must be there; a schema of an earlier release is
+        migrated as a writer would, a current one is left untouched (no lock, no write)."""
+        with self._transaction("read the schema") as cursor:
+            cursor.execute("SELECT to_regclass('crash_aggregates') IS NOT NULL "
+                           "AND to_regclass('crash_aggregates_runs') IS NOT NULL")
+            tables = cursor.fetchone()[0]
+        version = self.schema_version() if tables else 0
+        if version == 0:
+            raise StoreError(no_store(url))
+        if version != SCHEMA_VERSION:
+            self.ensure_schema()
 
     def ensure_schema(self) -> None:
         """Create or migrate the tables; safe to run from several jobs at once."""
@@ -207,25 +256,36 @@ class PostgresStore:
         self, submission_date: date, rows: Sequence[Aggregate], run: RunRecord
     ) -> None:
         day = submission_date.isoformat()
+        faults.fault_point(BEFORE_REPLACE)
         with self._transaction(f"replace {day}") as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)",
-                           (_LOCK_NAMESPACE, submission_date.toordinal()))
+            self._lock_date(cursor, submission_date)
             cursor.execute("DELETE FROM crash_aggregates WHERE submission_date = %s",
                            (submission_date,))
             with cursor.copy("COPY crash_aggregates (submission_date, activity_date, "
                              "dimensions, stats) FROM STDIN") as copy:
-                for block in copy_blocks(day, rows):
+                for number, block in enumerate(copy_blocks(day, rows)):
                     copy.write(block)
+                    if number == 0:
+                        faults.fault_point(DURING_COPY)
             self._insert_run(cursor, run)
+            faults.fault_point(BEFORE_COMMIT)
 
     def record_run(self, run: RunRecord) -> None:
         with self._transaction(f"record the run of {run.submission_date}") as cursor:
+            self._lock_date(cursor, run.submission_date)
             self._insert_run(cursor, run)
+
+    @staticmethod
+    def _lock_date(cursor: Any, submission_date: date) -> None:
+        """The date's lock, until the transaction ends: two runs of one date queue up, and
+        their records are numbered (commit_seq) in the order they commit."""
+        cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)",
+                       (_LOCK_NAMESPACE, submission_date.toordinal()))
 
     @staticmethod
     def _insert_run(cursor: Any, run: RunRecord) -> None:
         marks = ", ".join(["%s"] * len(RUN_COLUMNS))
-        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in RUN_COLUMNS[2:])
+        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in (*RUN_COLUMNS[2:], "commit_seq"))
         cursor.execute(
             f"INSERT INTO crash_aggregates_runs ({', '.join(RUN_COLUMNS)}) VALUES ({marks}) "
             f"ON CONFLICT (run_id, submission_date) DO UPDATE SET {updates}", run.values())
@@ -251,7 +311,7 @@ class PostgresStore:
         if submission_date is not None:
             sql += " WHERE submission_date = %s"
             args = (submission_date,)
-        sql += " ORDER BY started_at, run_id, submission_date"
+        sql += _RUN_ORDER
         with self._transaction("read runs") as cursor:
             cursor.execute(sql, args)
             found = cursor.fetchall()

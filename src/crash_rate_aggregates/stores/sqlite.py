@@ -7,6 +7,7 @@ The table is the one of PostgreSQL with dates as `YYYY-MM-DD` text and JSON as t
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date
@@ -15,26 +16,29 @@ from typing import Any
 
 import orjson
 
-from .. import rules
+from .. import faults, rules
 from ..aggregation import Aggregate
 from ..errors import StoreError
-from .base import RUN_COLUMNS, RunRecord, row_sort_key
+from .base import RUN_COLUMNS, RunRecord, no_store, row_sort_key
 from .queries import VIEWS, Grouped, StatsQuery, distinct_sql, grouped
 
-SCHEMA_VERSION = 1
+#: 2: run records carry `commit_seq`, their order of commit (see `read_runs`).
+SCHEMA_VERSION = 2
+TABLES = ("crash_aggregates", "crash_aggregates_runs")
 _COUNTER_COLUMNS = ",\n    ".join(f"{name} INTEGER NOT NULL DEFAULT 0"
                                   for name in (*rules.COUNTERS, rules.UNDATED,
                                                rules.CORRUPT_FILES))
-SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS crash_aggregates (
+#: One statement each: they run inside one write transaction (executescript would commit it).
+SCHEMA: tuple[str, ...] = (
+    """CREATE TABLE IF NOT EXISTS crash_aggregates (
     submission_date TEXT NOT NULL,
     activity_date TEXT NOT NULL,
     dimensions TEXT NOT NULL,
     stats TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS crash_aggregates_submission_date
-    ON crash_aggregates (submission_date);
-CREATE TABLE IF NOT EXISTS crash_aggregates_runs (
+)""",
+    """CREATE INDEX IF NOT EXISTS crash_aggregates_submission_date
+    ON crash_aggregates (submission_date)""",
+    f"""CREATE TABLE IF NOT EXISTS crash_aggregates_runs (
     run_id TEXT NOT NULL,
     submission_date TEXT NOT NULL,
     status TEXT NOT NULL,
@@ -45,19 +49,37 @@ CREATE TABLE IF NOT EXISTS crash_aggregates_runs (
     product_version TEXT NOT NULL,
     error TEXT,
     {_COUNTER_COLUMNS},
+    commit_seq INTEGER,
     PRIMARY KEY (run_id, submission_date)
-);
-CREATE INDEX IF NOT EXISTS crash_aggregates_runs_date
-    ON crash_aggregates_runs (submission_date, started_at);
-PRAGMA user_version = {SCHEMA_VERSION};
-"""
+)""",
+    """CREATE INDEX IF NOT EXISTS crash_aggregates_runs_date
+    ON crash_aggregates_runs (submission_date, started_at)""",
+)
+#: Columns later releases added to run tables made by earlier ones.
+_ADDED_COLUMNS = ((rules.CORRUPT_FILES, "INTEGER NOT NULL DEFAULT 0"), ("commit_seq", "INTEGER"))
+#: Records of an earlier release get commit numbers in the order it read them (start time).
+_NUMBER_OLD_RUNS = """
+UPDATE crash_aggregates_runs SET commit_seq = ? + numbered.n
+FROM (SELECT rowid AS id, row_number() OVER (ORDER BY started_at, run_id, submission_date) AS n
+      FROM crash_aggregates_runs WHERE commit_seq IS NULL) AS numbered
+WHERE crash_aggregates_runs.rowid = numbered.id"""
 _JSON_OPTIONS = orjson.OPT_SORT_KEYS
+_RUN_INSERT = (
+    f"INSERT OR REPLACE INTO crash_aggregates_runs ({', '.join(RUN_COLUMNS)}, commit_seq) "
+    f"VALUES ({', '.join('?' * len(RUN_COLUMNS))}, "
+    f"(SELECT coalesce(max(commit_seq), 0) + 1 FROM crash_aggregates_runs))")
+#: Runs in the order their writes committed: the last one is the one whose rows are in the
+#: table, even when two jobs of one date overlapped (the one started first may commit last).
+_RUN_ORDER = " ORDER BY commit_seq, started_at, run_id, submission_date"
+
+BEFORE_REPLACE = faults.define("sqlite.before_replace", "a date's rows are ready, its write "
+                               "transaction not begun (another job may write the date now)")
+BEFORE_COMMIT = faults.define("sqlite.before_commit", "a date's new rows and run record are "
+                              "written inside the transaction, not committed")
 
 
-def _views_script() -> str:
-    """Views are dropped and made again at every open, so they follow the release."""
-    return "".join(f"DROP VIEW IF EXISTS {name}; CREATE VIEW {name} AS {body};\n"
-                   for name, body in VIEWS)
+def _view_sql(name: str, body: str) -> str:
+    return f"CREATE VIEW {name} AS {body}"
 
 
 def _plain(params: list[object]) -> list[object]:
@@ -74,31 +96,100 @@ def sqlite_path(url: str) -> Path:
 
 
 class SqliteStore:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, create: bool = True) -> None:
+        """Open the store, creating or migrating its schema; with `create=False` (the read-only
+        commands) a missing file or one without the tables is a StoreError, and nothing is
+        created."""
         self.url = url
         self.path = sqlite_path(url)
+        if sqlite3.sqlite_version_info < (3, 38):
+            raise StoreError(f"SQLite {sqlite3.sqlite_version} is too old: the ->> "
+                             "operator of the queries needs 3.38 or newer")
+        if not create and not self.path.is_file():
+            raise StoreError(no_store(url))
         try:
-            if sqlite3.sqlite_version_info < (3, 38):
-                raise StoreError(f"SQLite {sqlite3.sqlite_version} is too old: the ->> "
-                                 "operator of the queries needs 3.38 or newer")
-            self.connection = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-            self.connection.execute("PRAGMA journal_mode = WAL")
-            self.connection.executescript(SCHEMA)
-            self._migrate()
-            self.connection.executescript(_views_script())
+            # mode=rw: never make a new file where a reader expected one
+            target = self.path if create else f"{self.path.absolute().as_uri()}?mode=rw"
+            self.connection = sqlite3.connect(target, timeout=60, isolation_level=None,
+                                              uri=not create)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open SQLite store {self.path}: {exc}") from None
+        try:
+            self._open_schema(create)
+        except BaseException:
+            self.connection.close()
+            raise
 
-    def _migrate(self) -> None:
-        """Columns added by later releases, to run tables made by earlier ones."""
-        have = {row[1] for row in self.connection.execute(
-            "PRAGMA table_info(crash_aggregates_runs)")}
-        if rules.CORRUPT_FILES not in have:
-            self.connection.execute(f"ALTER TABLE crash_aggregates_runs ADD COLUMN "
-                                    f"{rules.CORRUPT_FILES} INTEGER NOT NULL DEFAULT 0")
+    def _open_schema(self, create: bool) -> None:
+        try:
+            if not create and not self._has_tables():
+                raise StoreError(no_store(self.url))
+            if create:
+                self._use_wal()
+            if self._schema_is_current():
+                return  # the usual open: no write, no lock
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open SQLite store {self.path}: {exc}") from None
+        # Several jobs may open a new file at once: one creates, the others find it made.
+        with self._transaction("open") as locked:
+            self._create_or_migrate(locked)
+
+    def _use_wal(self, timeout: float = 60.0) -> None:
+        """WAL: readers never wait for a writer. While other jobs open a new file, the switch
+        fails at once with "database is locked" (SQLite does not wait on it as it waits for
+        a lock), so it is tried again, briefly backing off, until the file is WAL, whoever
+        switched it."""
+        db = self.connection
+        deadline = time.monotonic() + timeout
+        backoff = 0.001
+        while True:
+            try:
+                if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    db.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                busy = exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
+                if not busy or time.monotonic() > deadline:
+                    raise
+            time.sleep(backoff)
+            backoff = min(2 * backoff, 0.05)
+
+    def _has_tables(self) -> bool:
+        found = {row[0] for row in self.connection.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        return all(name in found for name in TABLES)
+
+    def _schema_is_current(self) -> bool:
+        db = self.connection
+        if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+            return False
+        views = dict(db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'view'"))
+        return self._has_tables() and all(views.get(name) == _view_sql(name, body)
+                                          for name, body in VIEWS)
+
+    def _create_or_migrate(self, db: sqlite3.Connection) -> None:
+        """Inside the write lock: tables, added columns and views, each only when missing or
+        different, so that the jobs that queued behind the first one change nothing."""
+        for statement in SCHEMA:
+            db.execute(statement)
+        have = {row[1] for row in db.execute("PRAGMA table_info(crash_aggregates_runs)")}
+        for column, kind in _ADDED_COLUMNS:
+            if column not in have:
+                db.execute(f"ALTER TABLE crash_aggregates_runs ADD COLUMN {column} {kind}")
+        [(last,)] = db.execute("SELECT coalesce(max(commit_seq), 0) FROM crash_aggregates_runs")
+        db.execute(_NUMBER_OLD_RUNS, (last,))
+        db.execute("CREATE INDEX IF NOT EXISTS crash_aggregates_runs_commit "
+                   "ON crash_aggregates_runs (submission_date, commit_seq)")
+        # Views follow the release: made again when their text differs from this release's.
+        views = dict(db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'view'"))
+        for name, body in VIEWS:
+            if views.get(name) != _view_sql(name, body):
+                db.execute(f"DROP VIEW IF EXISTS {name}")
+                db.execute(_view_sql(name, body))
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(self, doing: str = "write to") -> Iterator[sqlite3.Connection]:
         # BEGIN IMMEDIATE takes the write lock up front: two runs of one date queue up.
         db = self.connection
         try:
@@ -110,7 +201,7 @@ class SqliteStore:
                 raise
             db.execute("COMMIT")
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot write to SQLite store {self.path}: {exc}") from None
+            raise StoreError(f"cannot {doing} SQLite store {self.path}: {exc}") from None
 
     def replace_date(
         self, submission_date: date, rows: Sequence[Aggregate], run: RunRecord
@@ -121,10 +212,12 @@ class SqliteStore:
              orjson.dumps(row.stats, option=_JSON_OPTIONS).decode())
             for row in rows
         )
+        faults.fault_point(BEFORE_REPLACE)
         with self._transaction() as db:
             db.execute("DELETE FROM crash_aggregates WHERE submission_date = ?", (day,))
             db.executemany("INSERT INTO crash_aggregates VALUES (?, ?, ?, ?)", records)
             self._insert_run(db, run)
+            faults.fault_point(BEFORE_COMMIT)
 
     def record_run(self, run: RunRecord) -> None:
         with self._transaction() as db:
@@ -132,9 +225,8 @@ class SqliteStore:
 
     @staticmethod
     def _insert_run(db: sqlite3.Connection, run: RunRecord) -> None:
-        marks = ", ".join("?" * len(RUN_COLUMNS))
-        db.execute(f"INSERT OR REPLACE INTO crash_aggregates_runs ({', '.join(RUN_COLUMNS)}) "
-                   f"VALUES ({marks})", run.values())
+        # inside the write lock: the number is one more than every record committed before
+        db.execute(_RUN_INSERT, run.values())
 
     def read_rows(self, submission_date: date | None = None) -> list[tuple[str, Aggregate]]:
         sql = "SELECT submission_date, activity_date, dimensions, stats FROM crash_aggregates"
@@ -157,7 +249,7 @@ class SqliteStore:
         if submission_date is not None:
             sql += " WHERE submission_date = ?"
             args = (submission_date.isoformat(),)
-        sql += " ORDER BY started_at, run_id, submission_date"
+        sql += _RUN_ORDER
         try:
             found = self.connection.execute(sql, args).fetchall()
         except sqlite3.Error as exc:

@@ -3,7 +3,7 @@ PostgreSQL. Needs the `web` extra; this module imports nothing from it, so the C
 is missing in one line.
 
     app.py       the ASGI app (FastAPI): routes, errors, security headers
-    readonly.py  read-only stores with a time limit and a row cap on every query
+    readonly.py  read-only stores: a deadline on every request, a row cap on every query
     views.py     one dict per page or API answer
     api.py       /api/...; pages.py the HTML pages (Jinja2, autoescape); schemas.py the models
     server.py    uvicorn

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import time
 from collections.abc import Callable
 from datetime import date
 from typing import Annotated, Any
@@ -16,10 +17,13 @@ from .readonly import WebStore
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": schemas.ErrorBody, "description": text}
-    for status, text in ((400, "Bad parameters, an unknown dimension, or too many rows"),
-                         (404, "No such dimension, or no baseline to compare with"),
-                         (503, "The store cannot be read"),
-                         (504, "The query took longer than the time limit"))
+    for status, text in ((400, "Bad parameters (a date or number out of range too), an "
+                          "unknown dimension, or too many rows"),
+                         (404, "No such dimension, no baseline to compare with, or no data for "
+                          "the candidate or the baseline in the dates"),
+                         (503, "The store cannot be read, or stayed busy for the whole time "
+                          "limit (with Retry-After)"),
+                         (504, "The request took longer than the time limit"))
 }
 
 router = APIRouter(prefix="/api", tags=["api"], responses=ERRORS)
@@ -32,9 +36,11 @@ PAIR = {"pattern": f"^({_NAMES})=[^\\u0000]+$"}
 BY = {"pattern": f"^(({_NAMES})(,({_NAMES}))*)?$"}
 
 
-def get_store(request: Request) -> WebStore:
+async def get_store(request: Request) -> WebStore:
+    """The store for this request: its statements, waits and row work end within the time
+    limit from now. (Async, so it runs as the request arrives, not when a thread is free.)"""
     store: WebStore = request.app.state.store
-    return store
+    return store.until(time.monotonic() + store.limits.timeout_ms / 1000)
 
 
 def _filters_dependency() -> Callable[..., dict[str, str]]:
@@ -58,8 +64,13 @@ def _filters_dependency() -> Callable[..., dict[str, str]]:
 
 Store = Annotated[WebStore, Depends(get_store)]
 Filters = Annotated[dict[str, str], Depends(_filters_dependency())]
-First = Annotated[date | None, Query(description="First date, inclusive (YYYY-MM-DD).")]
-Last = Annotated[date | None, Query(description="Last date, inclusive (YYYY-MM-DD).")]
+_RANGE = f"{views.EARLIEST.isoformat()} to {views.LATEST.isoformat()}; others are a 400"
+# The years of views.EARLIEST..LATEST, for the description (the app checks the dates itself).
+DAY = {"pattern": "^(19[7-9][0-9]|2[0-9]{3})-[0-9]{2}-[0-9]{2}$"}
+First = Annotated[date | None, Query(
+    description=f"First date, inclusive (YYYY-MM-DD, {_RANGE}).", json_schema_extra=DAY)]
+Last = Annotated[date | None, Query(
+    description=f"Last date, inclusive (YYYY-MM-DD, {_RANGE}).", json_schema_extra=DAY)]
 Kind = Annotated[DateKind, Query(description="Which date first and last are on.")]
 
 
@@ -75,7 +86,7 @@ def rates(store: Store, filters: Filters, first: First = None, last: Last = None
 
     Example: `/api/rates?by=channel&first=2016-03-08&last=2016-03-14&os_name=Linux`
     """
-    selection = views.Selection(filters, first, last, date_kind)
+    selection = views.Selection.requested(filters, first, last, date_kind)
     return views.rates(store, selection, [d for d in by.split(",") if d], per_date)
 
 
@@ -83,7 +94,8 @@ def rates(store: Store, filters: Filters, first: First = None, last: Last = None
 def overview(store: Store, filters: Filters, first: First = None, last: Last = None,
              date_kind: Kind = "activity") -> dict[str, Any]:
     """The overview page's data: daily rates by channel (default: the last 28 days)."""
-    selection = views.Selection(filters, first, last, date_kind).with_default_dates(store)
+    selection = views.Selection.requested(filters, first, last, date_kind)
+    selection = selection.with_default_dates(store)
     return views.overview(store, selection)
 
 
@@ -111,7 +123,7 @@ def compare(
 
     Example: `/api/compare?candidate=build_id=20160302030211&days_since_release=3`
     """
-    selection = views.Selection({}, first, last, date_kind)
+    selection = views.Selection.requested({}, first, last, date_kind)
     return views.comparison(store, candidate, baseline, channel, selection,
                             days_since_release, min_usage_hours)
 

@@ -1,10 +1,12 @@
 """The dashboard's ASGI app: pages, the JSON API, static files, and one shape for every error.
 
 Errors under /api/ (and anything that asks for JSON) are `{"error": {"status": S, "message":
-M}}`: 400 for bad parameters, unknown dimensions and answers over the row cap; 404 for unknown
-paths and dimensions and a candidate without a baseline; 405; 503 when the store cannot be
-read; 504 past the time limit; 500 for anything else (without details, which go to the log).
-Pages show the same message as HTML, with the same status.
+M}}`: 400 for bad parameters (dates out of range and arithmetic that would leave the calendar
+included), unknown dimensions and answers over the row cap; 404 for unknown paths and
+dimensions, a candidate without a baseline and a side without data; 405; 503 when the store
+cannot be read or every connection stayed busy for the time limit (with Retry-After); 504 past
+the time limit; 500 for anything else (without details, which go to the log). Pages show the
+same message as HTML, with the same status.
 """
 
 from __future__ import annotations
@@ -23,12 +25,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..errors import CrashAggregatesError, StoreError, UsageError
+from ..reports import NoDataError
 from . import api, pages
-from .readonly import QueryTimeout, TooManyRows, WebStore
+from .readonly import Busy, QueryTimeout, TooManyRows, WebStore
 from .views import NotFound
 
 log = logging.getLogger(__name__)
 
+#: Seconds a client is asked to wait after a 503 for a busy store.
+RETRY_AFTER = "1"
 #: Sent with every answer: scripts and styles only from this server, no framing, no sniffing.
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -56,7 +61,7 @@ def error_response(request: Request, status: int, message: str) -> Response:
 def status_of(exc: CrashAggregatesError) -> int:
     if isinstance(exc, QueryTimeout):
         return 504
-    if isinstance(exc, NotFound):
+    if isinstance(exc, NotFound | NoDataError):
         return 404
     if isinstance(exc, UsageError | TooManyRows):
         return 400
@@ -80,7 +85,14 @@ def install_error_handlers(app: FastAPI) -> None:
         status = status_of(exc)
         if status >= 500:
             log.warning("%s %s: %s", request.method, request.url.path, exc)
-        return error_response(request, status, str(exc))
+        response = error_response(request, status, str(exc))
+        if isinstance(exc, Busy):
+            response.headers["Retry-After"] = RETRY_AFTER
+        return response
+
+    async def on_overflow(request: Request, exc: Exception) -> Response:
+        # A date or number from the request that some arithmetic pushed past what it can hold.
+        return error_response(request, 400, "a date or number is out of range")
 
     async def on_validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
@@ -101,6 +113,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(request, 500, "internal error: see the server's log")
 
     app.add_exception_handler(CrashAggregatesError, on_project_error)
+    app.add_exception_handler(OverflowError, on_overflow)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(Exception, on_unexpected)

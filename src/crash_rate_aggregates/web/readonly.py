@@ -1,12 +1,18 @@
-"""The dashboard's way into a store: read-only, with a time limit and a row cap on every query.
+"""The dashboard's way into a store: read-only, with a time limit and a row cap on every request.
 
 * SQLite: the file is opened as `file:PATH?mode=ro` (the library refuses every write) with
-  `PRAGMA query_only`, and a progress handler aborts a statement once it has run longer than
-  the limit.
+  `PRAGMA query_only`; a progress handler aborts a statement past the deadline, and the busy
+  timeout (how long a statement waits for a lock) is what is left of it.
 * PostgreSQL: the session has `default_transaction_read_only = on` (the server refuses every
-  write) and `statement_timeout` set to the limit.
+  write), and `statement_timeout` is set before each statement to what is left of the deadline.
 * Both: every statement gets `LIMIT max_rows + 1` as a bound parameter; more rows than the cap
   is an error (narrow the filters), never a silently cut answer.
+* The deadline is the request's: `until(deadline)` gives a view of the store whose statements,
+  waits for a connection and per-row work together end by then (a request runs several
+  statements). A few connections are shared by the server's threads, one statement at a time
+  each; waiting for one past the deadline is `Busy` (503). Without a deadline, each call gets
+  the time limit of its own.
+* Opening checks the store exists and has its tables: the dashboard never creates one.
 
 The SQL is the stores' own (stores/queries.py): dimension names are checked against the
 dimension table and bound, values are always bound. Nothing here opens a write transaction,
@@ -16,11 +22,14 @@ they create their schema on open.
 
 from __future__ import annotations
 
+import copy
+import math
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -31,19 +40,25 @@ import orjson
 
 from ..aggregation import Aggregate
 from ..errors import StoreError, UsageError
+from ..redact import scrub, url_secrets
 from ..stores.base import RUN_COLUMNS, ReadableStore, RunRecord, redact, row_sort_key
-from ..stores.postgres import _password
 from ..stores.queries import Grouped, StatsQuery, date_range, distinct_sql, grouped
 from ..stores.sqlite import sqlite_path
 
 Row = Sequence[Any]
 #: The run table's counts: every column after `error`.
 COUNTER_COLUMNS: tuple[str, ...] = RUN_COLUMNS[RUN_COLUMNS.index("error") + 1:]
+#: Connections a store keeps, each running one statement at a time.
+POOL_SIZE = 4
+#: The tables a store must have; without them it is not one (the dashboard never makes them).
+TABLES = ("crash_aggregates", "crash_aggregates_runs")
+#: How often (in rows) the Python work on a query's rows checks the deadline.
+CHECK_EVERY = 64
 
 
 @dataclass(frozen=True)
 class Limits:
-    """What one query may cost: wall-clock milliseconds and rows returned."""
+    """What one request may cost: wall-clock milliseconds and rows returned per query."""
 
     timeout_ms: int = 5_000
     max_rows: int = 10_000
@@ -54,17 +69,24 @@ class Limits:
 
 
 class QueryTimeout(StoreError):
-    """A query ran past the time limit."""
+    """A request ran past the time limit."""
 
 
 class TooManyRows(StoreError):
     """A query returned more rows than the cap."""
 
 
+class Busy(StoreError):
+    """Every connection stayed in use for the whole time limit (a 503: try again)."""
+
+
 class WebStore(ReadableStore, Protocol):
     """What the dashboard reads through: the readable store plus a few read-only helpers."""
 
     limits: Limits
+
+    def until(self, deadline: float) -> WebStore:
+        """This store for one request: everything it runs ends by `deadline` (monotonic)."""
 
     def select(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
         """Run one statement with the time limit and the row cap (read-only)."""
@@ -80,25 +102,121 @@ def _day(value: object) -> date:
     return value if isinstance(value, date) else date.fromisoformat(str(value))
 
 
+class _Pool:
+    """Up to POOL_SIZE connections shared by the server's threads, each lent to one statement
+    at a time; a statement waits for one at most until its deadline."""
+
+    def __init__(self, connect: Callable[[float], Any], healthy: Callable[[Any], bool],
+                 first: Any, size: int = POOL_SIZE) -> None:
+        self._connect = connect
+        self._healthy = healthy
+        self._idle: list[Any] = [first]
+        self._idle_lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(size)
+        self._closed = False
+
+    def _take(self, wait: float) -> Any:
+        with self._idle_lock:
+            while self._idle:
+                connection = self._idle.pop()
+                if self._healthy(connection):
+                    return connection
+                connection.close()  # the server restarted: connect again
+        return self._connect(wait)
+
+    def _give_back(self, connection: Any) -> None:
+        with self._idle_lock:
+            if not self._closed:
+                self._idle.append(connection)
+                return
+        connection.close()
+
+    @contextmanager
+    def connection(self, deadline: float, timeout_ms: int) -> Iterator[Any]:
+        """A connection for one statement, waiting for one at most until `deadline`."""
+        if not self._slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise Busy(f"every connection to the store stayed busy for the time limit of "
+                       f"{timeout_ms:,} ms: try again")
+        try:
+            connection = self._take(max(0.0, deadline - time.monotonic()))
+            try:
+                yield connection
+            finally:
+                self._give_back(connection)
+        finally:
+            self._slots.release()
+
+    def close(self) -> None:
+        with self._idle_lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.close()
+
+
+class _CheckedRows(list[Any]):
+    """A query's rows whose iteration checks the deadline: the Python work done per row (the
+    intervals of reports.rate_rows) counts against the time limit too."""
+
+    def __init__(self, rows: Iterable[Any], check: Callable[[], object]) -> None:
+        super().__init__(rows)
+        self._check = check
+
+    def __iter__(self) -> Iterator[Any]:
+        for index, row in enumerate(super().__iter__()):
+            if index % CHECK_EVERY == 0:
+                self._check()
+            yield row
+
+
 class _ReadOnly:
-    """The read side shared by both databases, on top of `_fetch(sql, params)`."""
+    """The read side shared by both databases, on top of `_fetch(sql, params, deadline)`."""
 
     url: str
     limits: Limits
     mark: str
+    _pool: _Pool
+    #: The request's deadline (time.monotonic()), set on the views `until` makes.
+    _deadline: float | None = None
 
-    def _fetch(self, sql: str, params: list[object]) -> tuple[list[str], list[Row]]:
-        """Column names and rows of one statement, within the time limit."""
+    def _fetch(self, sql: str, params: list[object], deadline: float
+               ) -> tuple[list[str], list[Row]]:
+        """Column names and rows of one statement, ended by `deadline`."""
         raise NotImplementedError
+
+    def until(self, deadline: float) -> WebStore:
+        view = copy.copy(self)  # shares the connections
+        view._deadline = deadline
+        return view
+
+    def _deadline_now(self) -> float:
+        """The request's deadline, or the time limit from now outside a request."""
+        if self._deadline is not None:
+            return self._deadline
+        return time.monotonic() + self.limits.timeout_ms / 1000
+
+    def _timeout(self) -> QueryTimeout:
+        what = "request" if self._deadline is not None else "query"
+        return QueryTimeout(f"the {what} took longer than {self.limits.timeout_ms:,} ms: "
+                            "narrow the dates or filters")
+
+    def _ms_left(self, deadline: float) -> int:
+        """Whole milliseconds until `deadline` (at least 1); past it, QueryTimeout."""
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise self._timeout()
+        return max(1, int(left * 1000))
 
     def select_named(self, sql: str, params: Sequence[object] = ()
                      ) -> tuple[list[str], list[Row]]:
         """Column names and rows, with the time limit and the row cap (read-only)."""
+        deadline = self._deadline_now()
+        self._ms_left(deadline)  # a request out of time runs nothing more
         args = list(params)
         if sql.split(None, 1)[0].upper() in ("SELECT", "WITH"):  # a query: cap its rows
             sql = f"{sql} LIMIT {self.mark}"
             args.append(self.limits.max_rows + 1)
-        columns, rows = self._fetch(sql, args)
+        columns, rows = self._fetch(sql, args, deadline)
         if len(rows) > self.limits.max_rows:
             raise TooManyRows(f"the query returns more than {self.limits.max_rows:,} rows: "
                               "narrow the dates or filters, or group by fewer dimensions")
@@ -110,8 +228,10 @@ class _ReadOnly:
     # -- ReadableStore --------------------------------------------------------------------
 
     def sum_stats(self, query: StatsQuery) -> Grouped:
+        deadline = self._deadline_now()
         sql, params = query.sql(self.mark)
-        return grouped(self.select(sql, params), query)
+        found = grouped(self.until(deadline).select(sql, params), query)
+        return _CheckedRows(found, lambda: self._ms_left(deadline))
 
     def distinct_values(self, dimension: str, first: date | None = None,
                         last: date | None = None) -> list[str]:
@@ -145,12 +265,12 @@ class _ReadOnly:
             sql += " WHERE " + " AND ".join(conditions)
         sql += " ORDER BY started_at, run_id, submission_date"
         columns, rows = self.select_named(sql, params)
-        out = []
-        for row in rows:
-            found = dict(zip(columns, row, strict=True))
-            out.append({name: _plain(found.get(name, 0 if name in COUNTER_COLUMNS else None))
-                        for name in RUN_COLUMNS})
-        return out
+        found = [dict(zip(columns, row, strict=True)) for row in rows]
+        # Commit order, as the writing stores read it: the last run is the one whose rows are
+        # in the table. A store no writer has migrated yet has no commit_seq: start order.
+        found.sort(key=lambda run: run.get("commit_seq") or 0)
+        return [{name: _plain(run.get(name, 0 if name in COUNTER_COLUMNS else None))
+                 for name in RUN_COLUMNS} for run in found]
 
     def date_span(self) -> tuple[date, date] | None:
         found = self.select("SELECT min(submission_date), max(submission_date) "
@@ -158,6 +278,9 @@ class _ReadOnly:
         if not found or found[0][0] is None:
             return None
         return _day(found[0][0]), _day(found[0][1])
+
+    def close(self) -> None:
+        self._pool.close()
 
     # -- Store: the writing half is refused here too --------------------------------------
 
@@ -174,6 +297,11 @@ def _plain(value: object) -> object:
     return value.isoformat() if isinstance(value, date) else value
 
 
+def _missing_tables(found: Iterable[object]) -> str:
+    present = set(found)
+    return ", ".join(name for name in TABLES if name not in present)
+
+
 class ReadOnlySqliteStore(_ReadOnly):
     mark = "?"
 
@@ -186,42 +314,57 @@ class ReadOnlySqliteStore(_ReadOnly):
         if sqlite3.sqlite_version_info < (3, 38):
             raise StoreError(f"SQLite {sqlite3.sqlite_version} is too old: the ->> operator "
                              "of the queries needs 3.38 or newer")
-        uri = f"file:{quote(str(Path(self.path).resolve()))}?mode=ro"
-        self._lock = threading.Lock()
+        self._uri = f"file:{quote(str(Path(self.path).resolve()))}?mode=ro"
+        #: The connection opened at start-up (to check the store); the pool lends it too.
+        self.connection = self._connect(limits.timeout_ms / 1000)
         try:
-            # One connection shared by the server's worker threads, one statement at a time.
-            self.connection = sqlite3.connect(uri, uri=True, check_same_thread=False,
-                                              isolation_level=None,
-                                              timeout=limits.timeout_ms / 1000)
-            self.connection.execute("PRAGMA query_only = ON")
+            tables = self.connection.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+        except sqlite3.Error as exc:
+            self.connection.close()
+            raise StoreError(f"cannot read SQLite store {self.path}: {exc}") from None
+        missing = _missing_tables(row[0] for row in tables)
+        if missing:
+            self.connection.close()
+            raise StoreError(f"{self.path} is not a crash-aggregates store (no table "
+                             f"{missing}): fill one first")
+        self._pool = _Pool(self._connect, lambda connection: True, self.connection)
+
+    def _connect(self, wait: float) -> sqlite3.Connection:
+        try:
+            connection = sqlite3.connect(self._uri, uri=True, check_same_thread=False,
+                                         isolation_level=None, timeout=max(wait, 0.001))
+            connection.execute("PRAGMA query_only = ON")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open SQLite store {self.path} read-only: {exc}") from None
+        return connection
 
-    def _fetch(self, sql: str, params: list[object]) -> tuple[list[str], list[Row]]:
-        deadline = time.monotonic() + self.limits.timeout_ms / 1000
-
+    def _fetch(self, sql: str, params: list[object], deadline: float
+               ) -> tuple[list[str], list[Row]]:
         def past_deadline() -> int:
             return 1 if time.monotonic() > deadline else 0  # non-zero aborts the statement
 
         plain = [p.isoformat() if isinstance(p, date) else p for p in params]
-        with self._lock:
-            self.connection.set_progress_handler(past_deadline, 1_000)
+        with self._pool.connection(deadline, self.limits.timeout_ms) as connection:
             try:
-                cursor = self.connection.execute(sql, plain)
+                # A lock held by a writer is waited for only until the deadline too.
+                connection.execute(f"PRAGMA busy_timeout = {self._ms_left(deadline):d}")
+                connection.set_progress_handler(past_deadline, 1_000)
+                cursor = connection.execute(sql, plain)
                 rows = cursor.fetchall()
                 return [d[0] for d in cursor.description or ()], rows
             except sqlite3.OperationalError as exc:
                 if time.monotonic() > deadline and "interrupt" in str(exc):
-                    raise QueryTimeout(f"the query took longer than {self.limits.timeout_ms:,} "
-                                       "ms: narrow the dates or filters") from None
+                    raise self._timeout() from None
+                if "locked" in str(exc):  # a writer held its lock until (about) the deadline
+                    raise Busy(f"the SQLite store {self.path} stayed locked by a writer for "
+                               f"the time limit of {self.limits.timeout_ms:,} ms: try "
+                               "again") from None
                 raise StoreError(f"cannot read SQLite store {self.path}: {exc}") from None
             except sqlite3.Error as exc:
                 raise StoreError(f"cannot read SQLite store {self.path}: {exc}") from None
             finally:
-                self.connection.set_progress_handler(None, 0)
-
-    def close(self) -> None:
-        self.connection.close()
+                connection.set_progress_handler(None, 0)
 
 
 class ReadOnlyPostgresStore(_ReadOnly):
@@ -238,21 +381,43 @@ class ReadOnlyPostgresStore(_ReadOnly):
         self._dsn = url
         self.url = redact(url)
         self.limits = limits
-        self._secrets = [s for s in (_password(url), os.environ.get("PGPASSWORD")) if s]
-        self._lock = threading.Lock()
-        self.connection: Any = self._connect()
+        self._secrets = [*url_secrets(url), *filter(None, [os.environ.get("PGPASSWORD")])]
+        #: The connection opened at start-up (to check the store); the pool lends it too.
+        self.connection: Any = self._connect(CONNECT_SECONDS)
+        self._check_tables()
+        self._pool = _Pool(self._connect, self._healthy, self.connection)
 
     def _message(self, exc: BaseException) -> str:
         text = " ".join(str(exc).split()) or type(exc).__name__
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+        return scrub(text, self._secrets)
 
-    def _connect(self) -> Any:
+    @staticmethod
+    def _healthy(connection: Any) -> bool:
+        return not (connection.closed or connection.broken)
+
+    def _check_tables(self) -> None:
         psycopg = self._psycopg
         try:
+            found = self.connection.execute(
+                "SELECT name FROM unnest(%s::text[]) AS name "
+                "WHERE to_regclass(quote_ident(name)) IS NOT NULL", (list(TABLES),)).fetchall()
+        except psycopg.Error as exc:
+            self.connection.close()
+            raise StoreError(f"cannot read PostgreSQL at {self.url}: "
+                             f"{self._message(exc)}") from None
+        missing = _missing_tables(row[0] for row in found)
+        if missing:
+            self.connection.close()
+            raise StoreError(f"PostgreSQL at {self.url} holds no crash-aggregates store (no "
+                             f"table {missing} on the search path): fill one first")
+
+    def _connect(self, wait: float) -> Any:
+        psycopg = self._psycopg
+        # libpq waits at least 2 s for a connection; within a request, no longer than needed.
+        seconds = max(2, min(CONNECT_SECONDS, math.ceil(wait)))
+        try:
             connection = psycopg.connect(self._dsn, application_name=self.application_name,
-                                         connect_timeout=10, autocommit=True)
+                                         connect_timeout=seconds, autocommit=True)
         except psycopg.Error as exc:
             raise StoreError(f"cannot connect to PostgreSQL at {self.url}: "
                              f"{self._message(exc)}") from None
@@ -275,31 +440,34 @@ class ReadOnlyPostgresStore(_ReadOnly):
             raise
         return connection
 
-    def _fetch(self, sql: str, params: list[object]) -> tuple[list[str], list[Row]]:
+    def _fetch(self, sql: str, params: list[object], deadline: float
+               ) -> tuple[list[str], list[Row]]:
         psycopg = self._psycopg
-        with self._lock:
-            if self.connection.closed or self.connection.broken:
-                self.connection = self._connect()  # the server restarted: connect again
+        with self._pool.connection(deadline, self.limits.timeout_ms) as connection:
             try:
-                with self.connection.cursor() as cursor:
+                with connection.cursor() as cursor:
+                    # The statement gets what is left of the request's time.
+                    cursor.execute("SELECT set_config('statement_timeout', %s, false)",
+                                   (str(self._ms_left(deadline)),))
                     cursor.execute(sql, params)
                     if cursor.description is None:
                         return [], []
                     rows: list[Row] = cursor.fetchall()
                     return [d.name for d in cursor.description], rows
             except psycopg.errors.QueryCanceled:
-                raise QueryTimeout(f"the query took longer than {self.limits.timeout_ms:,} ms: "
-                                   "narrow the dates or filters") from None
+                raise self._timeout() from None
             except psycopg.Error as exc:
                 raise StoreError(f"cannot read PostgreSQL at {self.url}: "
                                  f"{self._message(exc)}") from None
 
-    def close(self) -> None:
-        self.connection.close()
+
+#: Seconds a connection to PostgreSQL may take outside a request (at start-up).
+CONNECT_SECONDS = 10
 
 
 def open_readonly(url: str | None, limits: Limits = Limits()) -> WebStore:
-    """The store at `url` (default: SQLite at ./crash_aggregates.db), read-only."""
+    """The store at `url` (default: SQLite at ./crash_aggregates.db), read-only; one that
+    does not exist or lacks the tables is a StoreError (nothing is created)."""
     from ..stores.base import DEFAULT_DB
 
     url = url or DEFAULT_DB

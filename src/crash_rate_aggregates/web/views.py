@@ -42,6 +42,10 @@ DEFAULT_DAYS = 28
 MAX_OPTIONS = 500
 #: Filter values are at most this long (longer ones cannot be in the store's keys anyway).
 MAX_VALUE_LENGTH = 500
+#: The dates a request may name: wide enough for any telemetry, and far from the calendar's
+#: ends, so that the days the views add or subtract never leave it.
+EARLIEST = date(1970, 1, 1)
+LATEST = date(2999, 12, 31)
 
 
 class NotFound(CrashAggregatesError):
@@ -67,14 +71,37 @@ def check_value(name: str, value: str) -> None:
         raise UsageError(f"{name}: a value cannot contain a NUL character")
 
 
+def check_day(name: str, day: date | None) -> None:
+    if day is not None and not EARLIEST <= day <= LATEST:
+        raise UsageError(f"{name}: {day.isoformat()} is out of range: use a date from "
+                         f"{EARLIEST.isoformat()} to {LATEST.isoformat()}")
+
+
+def check_days(first: date | None, last: date | None) -> None:
+    check_day("first", first)
+    check_day("last", last)
+
+
+def shift(day: date, days: int) -> date:
+    """`day` moved by `days`, stopping at the calendar's ends (dates read from the store may
+    be anywhere in it)."""
+    try:
+        return day + timedelta(days=days)
+    except OverflowError:
+        return date.max if days > 0 else date.min
+
+
 def parse_day(name: str, text: str | None) -> date | None:
-    """A date parameter of a page: empty means none, anything but YYYY-MM-DD is an error."""
+    """A date parameter of a page: empty means none, anything but YYYY-MM-DD (or a date out
+    of range) is an error."""
     if text is None or not text.strip():
         return None
     try:
-        return date.fromisoformat(text.strip())
+        day = date.fromisoformat(text.strip())
     except ValueError:
         raise UsageError(f"{name}: {text[:40]!r} is not a date: use YYYY-MM-DD") from None
+    check_day(name, day)
+    return day
 
 
 @dataclass(frozen=True)
@@ -94,6 +121,14 @@ class Selection:
             raise UsageError(f"date_kind: use one of {', '.join(DATE_KINDS)}")
 
     @classmethod
+    def requested(cls, filters: dict[str, str], first: date | None, last: date | None,
+                  date_kind: DateKind) -> Selection:
+        """From a request's parameters: their dates must be in range (dates worked out from
+        the store's, such as the default ones, need not be)."""
+        check_days(first, last)
+        return cls(filters, first, last, date_kind)
+
+    @classmethod
     def from_params(cls, params: Mapping[str, str], default_kind: DateKind = "activity"
                     ) -> Selection:
         """From a page's query string; empty fields (an "any" filter) are left out."""
@@ -111,7 +146,7 @@ class Selection:
         span = store.date_span()
         if span is None:
             return self
-        first = max(span[0], span[1] - timedelta(days=days - 1))
+        first = max(span[0], shift(span[1], 1 - days))
         return Selection(self.filters, first, span[1], self.date_kind)
 
     def as_dict(self) -> dict[str, Any]:
@@ -212,21 +247,27 @@ def _run(record: Mapping[str, Any]) -> dict[str, Any]:
 
 def runs(store: WebStore, first: date | None, last: date | None) -> dict[str, Any]:
     """Every run record of submission dates first..last, oldest first."""
+    check_days(first, last)
     return {"first": first.isoformat() if first else None,
             "last": last.isoformat() if last else None,
-            "runs": [_run(r) for r in store.runs_between(first, last)]}
+            "runs": _runs(store, first, last)}
+
+
+def _runs(store: WebStore, first: date | None, last: date | None) -> list[dict[str, Any]]:
+    return [_run(r) for r in store.runs_between(first, last)]
 
 
 def health(store: WebStore, first: date | None, last: date | None) -> dict[str, Any]:
     """Per submission date, the latest run's counters: a data problem (fewer pings processed,
     more ignored, duplicates, malformed lines, a failed run) shows here, not as a crash rate."""
+    check_days(first, last)
     if first is None and last is None:
         span = store.date_span()
         if span is not None:
             last = span[1]
-            first = max(span[0], last - timedelta(days=DEFAULT_DAYS - 1))
+            first = max(span[0], shift(last, 1 - DEFAULT_DAYS))
     by_day: dict[str, list[dict[str, Any]]] = {}
-    for record in runs(store, first, last)["runs"]:
+    for record in _runs(store, first, last):
         by_day.setdefault(record["submission_date"], []).append(record)
     days = []
     for day in sorted(by_day):
@@ -248,6 +289,7 @@ def health(store: WebStore, first: date | None, last: date | None) -> dict[str, 
 def dimension_values(store: WebStore, name: str, first: date | None,
                      last: date | None) -> dict[str, Any]:
     """The values a dimension takes (on submission dates first..last), sorted."""
+    check_days(first, last)
     return {"dimension": name, "first": first.isoformat() if first else None,
             "last": last.isoformat() if last else None,
             "values": store.distinct_values(name, first, last)}
@@ -259,7 +301,7 @@ def filter_options(store: WebStore, selection: Selection,
     many, type one instead); the value a filter is set to is always offered."""
     first, last = selection.first, selection.last
     if last is not None and selection.date_kind == "activity":
-        last += timedelta(days=7)  # pings of an activity date arrive up to a week later
+        last = shift(last, 7)  # pings of an activity date arrive up to a week later
     options: dict[str, list[str] | None] = {}
     for name in names:
         try:
