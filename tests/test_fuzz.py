@@ -286,7 +286,7 @@ def deep_levels(value: str) -> int | None:
 
 def as_parsed(value: Any) -> Any:
     """The document as the product parses it: DEEP placeholders are arrays there, not strings
-    (a placeholder in meta.docType makes the rules fall back to the top-level type)."""
+    (a placeholder in meta.docType is then an array: not main or crash)."""
     if type(value) is str and deep_levels(value) is not None:
         return []
     if type(value) is dict:
@@ -301,9 +301,7 @@ def expect_counter_family(doc: dict[str, Any]) -> str:
     main/crash family the line must land in."""
     meta = doc.get("meta")
     meta = meta if type(meta) is dict else {}
-    kind = meta.get("docType")
-    if type(kind) is not str:
-        kind = doc.get("type")
+    kind = meta["docType"] if "docType" in meta else doc.get("type")
     if kind not in ("main", "crash"):
         return rules.OTHER_DOC_TYPE
     payload = doc.get("payload")

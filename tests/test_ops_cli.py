@@ -109,3 +109,20 @@ def test_no_input_anywhere_is_one_line(tmp_path: Path, monkeypatch: pytest.Monke
     code, _, err = invoke("fill", "--from", "2016-03-14", "--to", "2016-03-14")
     assert code == 2
     assert err.strip() == "error: no ping store: give --input (or input in the settings)"
+
+
+def test_every_option_of_every_command_has_help() -> None:
+    """A user reading `COMMAND --help` finds each option explained, and each command's help
+    carries an example."""
+    import click
+
+    from crash_rate_aggregates.cli import cli
+
+    missing = [f"{name} {option.opts[0]}"
+               for name, command in cli.commands.items()  # type: ignore[attr-defined]
+               for option in command.params
+               if isinstance(option, click.Option) and not (option.help or "").strip()]
+    assert missing == []
+    without_example = [name for name, command in cli.commands.items()  # type: ignore[attr-defined]
+                       if "Example" not in (command.help or "")]
+    assert without_example == []

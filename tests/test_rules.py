@@ -239,10 +239,12 @@ def test_counter_names() -> None:
         ("crash", "main", CRASH_IGNORED),  # read as a crash ping: no payload.crashDate
         (DROP, "main", MAIN_PROCESSED),  # falls back to type
         (DROP, "crash", CRASH_IGNORED),
-        (5, "main", MAIN_PROCESSED),  # a non-string docType falls back to type
-        (None, "main", MAIN_PROCESSED),
-        (["main"], "main", MAIN_PROCESSED),
-        (None, "crash", CRASH_IGNORED),
+        # a present docType of another type is its value (SPEC: "else" reads type only
+        # when the key is missing): not main or crash
+        (5, "main", OTHER_DOC_TYPE),
+        (None, "main", OTHER_DOC_TYPE),
+        (["main"], "main", OTHER_DOC_TYPE),
+        (None, "crash", OTHER_DOC_TYPE),
         ("event", "main", OTHER_DOC_TYPE),
         ("Main", "main", OTHER_DOC_TYPE),
         ("", "main", OTHER_DOC_TYPE),  # an empty string is a string: no fallback
@@ -544,7 +546,9 @@ def test_rule4_duplicates_across_batches() -> None:
 
 def test_rule4_document_id_falls_back_to_meta_document_id() -> None:
     assert processed(make_main({"meta.documentId": "m-1"}, id=DROP)).doc_id == "m-1"
-    assert processed(make_main({"meta.documentId": "m-1"}, id=7)).doc_id == "m-1"
+    # a present id of another type (null included) is no id: no fall back
+    assert processed(make_main({"meta.documentId": "m-1"}, id=7)).doc_id is None
+    assert processed(make_main({"meta.documentId": "m-1"}, id=None)).doc_id is None
     assert processed(make_main({"meta.documentId": "m-1"}, id="top")).doc_id == "top"
     assert processed(make_main({"meta.documentId": 8}, id=7)).doc_id is None
     assert processed(make_main(id=None)).doc_id is None
@@ -552,7 +556,7 @@ def test_rule4_document_id_falls_back_to_meta_document_id() -> None:
     by_top = make_main(id="m-1")
     by_meta_non_string_top = make_main({"meta.documentId": "m-1"}, id=["x"])
     rows, counters = aggregate([[by_top, by_meta, by_meta_non_string_top]])
-    assert counters == {MAIN_PROCESSED: 1, DUPLICATES: 2}
+    assert counters == {MAIN_PROCESSED: 2, DUPLICATES: 1}  # the ["x"] id is no id
     # the top-level id wins: same meta.documentId, different ids, no duplicate
     rows, counters = aggregate([[make_main({"meta.documentId": "shared"}, id="a"),
                                  make_main({"meta.documentId": "shared"}, id="b")]])
@@ -983,8 +987,10 @@ def test_dimension_paths(dimension: str, path: str) -> None:
     [
         ({}, "nightly", "Fennec"),
         ({"meta.normalizedChannel": DROP, "meta.appName": DROP}, "release", "Firefox"),
-        ({"meta.normalizedChannel": None, "meta.appName": None}, "release", "Firefox"),
-        ({"meta.normalizedChannel": 1.5, "meta.appName": {}}, "release", "Firefox"),
+        # present but not a string, an integer or a boolean: absent, no fall back
+        ({"meta.normalizedChannel": None, "meta.appName": None}, None, None),
+        ({"meta.normalizedChannel": 1.5, "meta.appName": {}}, None, None),
+        ({"meta.normalizedChannel": [], "application.channel": "beta"}, None, "Fennec"),
         ({"meta.normalizedChannel": "", "meta.appName": ""}, "", ""),  # strings are kept
         ({"meta.normalizedChannel": True}, "True", "Fennec"),
         ({"meta.normalizedChannel": DROP, "application.channel": 7}, "7", "Fennec"),

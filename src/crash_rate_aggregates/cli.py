@@ -324,7 +324,8 @@ def generate(out_dir: Path, first: date | None, last: date | None, pings: int, s
 
 @cli.command()
 @db_option
-@click.option("--days", type=click.IntRange(1, 60), default=7, show_default=True)
+@click.option("--days", type=click.IntRange(1, 60), default=7, show_default=True,
+              help="Submission dates of sample pings, ending yesterday (UTC).")
 @click.option("--pings", type=click.IntRange(min=10), default=5000, show_default=True,
               help="Pings per day (5,000 gives the bad nightly build enough usage to judge).")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
@@ -386,7 +387,8 @@ def _where(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.option("--date", "date_kind", type=click.Choice(["submission", "activity"]),
               default="submission", show_default=True, help="Which date --from/--to filter.")
 @click.option("--format", "output", type=click.Choice(["table", "csv", "json"]),
-              default="table", show_default=True)
+              default="table", show_default=True,
+              help="table for people; csv or json (counts as integers) for scripts.")
 def rates(db_url: str | None, config_path: Path | None, by: str, first: date | None,
           last: date | None,
           where: tuple[str, ...], date_kind: str, output: str) -> None:
@@ -432,7 +434,8 @@ def rates(db_url: str | None, config_path: Path | None, by: str, first: date | N
               help="Below this on either side: 'not enough usage yet', no number (default "
               "1000).")
 @click.option("--format", "output", type=click.Choice(["table", "json"]), default="table",
-              show_default=True)
+              show_default=True, help="table for people; json for scripts (the exit status "
+              "is the same).")
 def compare(db_url: str | None, config_path: Path | None, candidate: str,
             baseline: str | None, channel: str | None, first: date | None, last: date | None,
             days_since_release: int | None, min_usage_hours: float | None,
@@ -502,7 +505,8 @@ def _alert(settings: Any, subject: str, text: str, payload: dict[str, Any]) -> N
               help="Submission dates to check, ending yesterday (default 7).")
 @click.option("--to", "last", type=DATE, default=None,
               help="Last submission date to check (default: yesterday, UTC).")
-@click.option("--log-format", type=click.Choice(["text", "json"]), default=None)
+@click.option("--log-format", type=click.Choice(["text", "json"]), default=None,
+              help="json: the report as one JSON object on stdout (default text).")
 @click.option("--webhook-url", default=None, help="Alert by JSON POST to this URL.")
 @click.option("--smtp-url", default=None, help="Alert by mail: smtp[s]://user:pw@host:port.")
 @click.option("--email-to", multiple=True, help="Alert recipients (repeatable).")

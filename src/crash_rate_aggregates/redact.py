@@ -2,9 +2,9 @@
 
 A URL's password is hidden wherever the URL is shown: `scheme://user:***@host/...`, and the
 values of `password=` (and the like) query parameters as `***`. Passwords are often pasted
-unencoded, so the userinfo is not found the way urllib.parse finds it (urlsplit ends the netloc
-at the first `/`, `?` or `#`, which may be inside the password): everything up to the last `@`
-of the URL counts as userinfo when a `:` comes before that `@`.
+unencoded: urllib.parse finds the userinfo, except that its netloc ends at the first `/`, `?` or
+`#`, which may be inside the password; when an `@` follows that netloc, everything up to the last
+`@` of the URL counts as userinfo (when a `:` comes before it).
 
 Messages (a driver's error, an exception) are scrubbed too: every password of a URL this process
 was given (`remember`), raw and percent-decoded, becomes `***` wherever it occurs, and any
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 HIDDEN = "***"
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
@@ -36,7 +36,18 @@ _CUTTING = re.compile(r"[/?#@:\s]")
 
 def _userinfo_end(rest: str) -> int:
     """Where the userinfo of `rest` (a URL after `scheme://`) ends: the index of its `@`, or
-    -1 when it has no password to hide."""
+    -1 when it has no password to hide.
+
+    urllib.parse decides first; its netloc is the answer unless an `@` follows it, which
+    means it stopped at a `/`, `?` or `#` inside the password: then the userinfo runs to the
+    last `@` (hiding too much is safe, showing a piece of the password is not)."""
+    try:
+        parts = urlsplit("x://" + rest)
+    except ValueError:  # an invalid IPv6 netloc and the like: the plain rule below
+        parts = None
+    if parts is not None and "@" not in rest[len(parts.netloc):]:
+        at = parts.netloc.rfind("@")
+        return at if parts.password is not None else -1
     at = rest.rfind("@")
     if at < 0 or ":" not in rest[:at]:
         return -1

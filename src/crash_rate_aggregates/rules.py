@@ -205,10 +205,16 @@ def dimension_values(doc: dict[str, Any]) -> tuple[str | None, ...]:
     for dim in DIMENSIONS:
         found = None
         for path in dim.paths:
+            # "X, else Y": Y is read only when X's key is missing (an object on the way that
+            # is not an object holds no keys); a present X of another type, null included, is
+            # X's value, and the dimension is absent.
             node: Any = doc
             for key in path:  # lookup(), inlined: this runs 13 times a ping
-                node = node.get(key) if type(node) is dict else None
-            if node is not None and (found := dimension_string(node)) is not None:
+                node = node.get(key, _MISSING) if type(node) is dict else _MISSING
+                if node is _MISSING:
+                    break
+            if node is not _MISSING:
+                found = dimension_string(node)
                 break
         values.append(None if found in dim.absent else found)
     return tuple(values)
@@ -372,17 +378,14 @@ def evaluate_line(
 
 
 def doc_type(doc: dict[str, Any], meta: dict[str, Any]) -> object:
-    """Rule 1: `meta.docType`, else the top-level `type`."""
-    kind = meta.get("docType")
-    return kind if type(kind) is str else doc.get("type")
+    """Rule 1: `meta.docType`, else (only when the key is missing) the top-level `type`."""
+    return meta["docType"] if "docType" in meta else doc.get("type")
 
 
 def document_id(doc: dict[str, Any], meta: dict[str, Any]) -> str | None:
-    """Rule 4's id: top-level `id`, else `meta.documentId`; only strings count."""
-    doc_id = doc.get("id")
-    if type(doc_id) is str:
-        return doc_id
-    doc_id = meta.get("documentId")
+    """Rule 4's id: top-level `id`, else (only when the key is missing) `meta.documentId`;
+    only strings count: a present id of another type, null included, is no id."""
+    doc_id = doc["id"] if "id" in doc else meta.get("documentId")
     return doc_id if type(doc_id) is str else None
 
 
