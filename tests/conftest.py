@@ -23,6 +23,16 @@ if os.environ.get("CI"):
 Line = bytes | dict[str, Any]
 
 
+@pytest.fixture(autouse=True)
+def _forget_secrets() -> Iterator[None]:
+    """Each test starts without the passwords earlier tests' commands remembered (the CLI
+    remembers them for its one process; a suite runs many commands in one)."""
+    from crash_rate_aggregates import redact
+
+    yield
+    redact.forget()
+
+
 def to_bytes(line: Line) -> bytes:
     return line if isinstance(line, bytes) else orjson.dumps(line)
 

@@ -142,3 +142,39 @@ def test_generate_says_file_in_the_singular_and_explains_its_options(tmp_path: P
     help_text = " ".join(invoke("generate", "--help").split())
     assert "--layout [partitioned|flat] partitioned: a folder" in help_text
     assert "--files-per-day INTEGER RANGE Files each submission date" in help_text
+
+
+def test_demo_never_replaces_the_rows_of_a_real_fill(tmp_path: Path) -> None:
+    """The demo's default store is fill's default too: a store a real fill wrote is refused
+    (exit 2, rows untouched); a store only demos wrote is the demo's to replace."""
+    pings = tmp_path / "pings"
+    invoke("generate", "--out", str(pings), "--from", "2016-03-14", "--pings", "200", "--light")
+    real = tmp_path / "real.db"
+    invoke("fill", "--input", str(pings), "--from", "2016-03-14", "--to", "2016-03-14",
+           "--db", f"sqlite:///{real}", "--workers", "1")
+    before = real.read_bytes()
+    refused = CliRunner().invoke(cli, ["demo", "--db", f"sqlite:///{real}", "--days", "1",
+                                       "--pings", "100", "--workers", "1"])
+    assert refused.exit_code == 2, refused.output
+    assert "holds data the demo did not write" in refused.stderr
+    assert real.read_bytes() == before
+    demo_db = tmp_path / "demo.db"
+    for _ in range(2):  # the second demo replaces the first one's rows
+        invoke("demo", "--db", f"sqlite:///{demo_db}", "--days", "1", "--pings", "100",
+               "--workers", "1")
+
+
+def test_generate_never_mixes_two_stores_in_one_folder(tmp_path: Path) -> None:
+    out = tmp_path / "pings"
+    invoke("generate", "--out", str(out), "--from", "2016-03-14", "--pings", "40", "--light")
+    before = sorted(p.name for p in out.rglob("*"))
+    again = CliRunner().invoke(cli, ["generate", "--out", str(out), "--from", "2016-03-14",
+                                     "--pings", "40", "--light", "--files-per-day", "2"])
+    assert again.exit_code == 2
+    assert again.stderr.startswith(f"error: {out} is not empty: give --out a new or empty")
+    assert sorted(p.name for p in out.rglob("*")) == before
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    onto_file = CliRunner().invoke(cli, ["generate", "--out", str(afile), "--pings", "10"])
+    assert (onto_file.exit_code, onto_file.stderr) == (
+        2, f"error: {afile} is a file: give --out a new or empty folder\n")

@@ -222,6 +222,36 @@ def test_skip_never_replaces_a_date_with_nothing(tmp_path: Path, extra: list[str
     assert (last["status"], last[rules.CORRUPT_FILES]) == ("failed", 2)
 
 
+@pytest.mark.parametrize(("content", "seen"), [
+    (b"this is not json\n" * 100, "malformed_lines=100"),
+    (b"\n" * 10_000, "no line"),
+    (b"", "no line"),
+    (orjson.dumps({"meta": {"docType": "event"}}) + b"\n", "other_doc_type=1"),
+])
+def test_a_date_whose_files_hold_no_valid_ping_fails_and_keeps_its_rows(
+        tmp_path: Path, content: bytes, seen: str) -> None:
+    """An upstream outage (garbage, blank or empty files, other pings only) is never a day of
+    no usage: the date fails in one line, exit 1, and its rows stay."""
+    root = good_store(tmp_path / "pings", files=1)
+    db = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    common = ["fill", "--input", str(root), "--from", "2016-03-14", "--to", "2016-03-14",
+              "--db", db, "--workers", "1"]
+    assert invoke(*common)[0] == 0
+    before = open_store(db).read_rows(DAY)
+    assert before
+    for old in (root / FOLDER).iterdir():
+        old.unlink()
+    with gzip.open(root / FOLDER / "part-0.json.gz", "wb") as out:
+        out.write(content)
+    code, out_text, err = invoke(*common)
+    assert code == 1
+    [failed] = [line for line in out_text.splitlines() if line.startswith("2016-03-14")]
+    assert failed == (f"2016-03-14 FAILED: no valid ping in the 1 ping file of 2016-03-14 "
+                      f"({seen}); that would replace its rows with nothing: they are kept")
+    assert open_store(db).read_rows(DAY) == before
+    assert open_store(db).read_runs(DAY)[-1]["status"] == "failed"
+
+
 def test_skip_fails_a_date_left_with_no_row(tmp_path: Path) -> None:
     root = good_store(tmp_path / "pings", files=1)
     db = f"sqlite:///{tmp_path / 'db.sqlite'}"

@@ -138,6 +138,37 @@ def test_a_second_sigterm_while_stopping(store: Path, tmp_path: Path, first: str
     assert_interrupted(fill(store, tmp_path / "db.sqlite", first, twice_at=second))
 
 
+#: The command, reporting how SIGTERM and SIGINT are handled once it says it was stopped.
+DISPOSITION = """
+import runpy, signal, sys
+from crash_rate_aggregates import faults
+armed = faults.fault_point
+def fault_point(name):
+    if name == "cli.interrupted_exit":
+        print("dispositions:", signal.getsignal(signal.SIGTERM) == signal.SIG_IGN,
+              signal.getsignal(signal.SIGINT) == signal.SIG_IGN,
+              file=sys.stderr)
+    armed(name)
+faults.fault_point = fault_point
+runpy.run_module("crash_rate_aggregates", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_signals_are_ignored_through_the_interpreters_finalization(store: Path,
+                                                                   tmp_path: Path) -> None:
+    # CPython resets every Python-level signal handler to the default action as it finalizes:
+    # a second SIGTERM there killed the job with -15 after it printed `interrupted:` (4 of 6
+    # runs with two SIGTERMs 30-80 ms apart). Only an ignored disposition survives that, so
+    # the command sets it before it exits.
+    command = [sys.executable, "-c", DISPOSITION, "fill", "--input", str(store), "--from", DAY,
+               "--to", DAY, "--db", f"sqlite:///{tmp_path / 'db.sqlite'}", "--workers", "1"]
+    env = {**os.environ, "CRASH_AGGREGATES_FAULT_POINT": "sqlite.before_commit",
+           "CRASH_AGGREGATES_FAULT_ACTION": "term"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 130, done.stderr[-2000:]
+    assert "dispositions: True True" in done.stderr, done.stderr
+
+
 def test_sigterm_to_a_worker_before_its_handlers_prints_no_traceback(store: Path,
                                                                      tmp_path: Path) -> None:
     # Forked with the command's handler, a worker took a SIGTERM sent before it set its own as

@@ -65,8 +65,8 @@ def test_watchdog_passes_then_alerts_on_a_missing_day(week: Path, tmp_path: Path
     assert code == 0, out
     assert received == []
     # 2016-03-15 was never filled: the watchdog must say so and alert
-    code, out, err = invoke("watchdog", "--db", db, "--days", "2", "--to", "2016-03-15",
-                            "--webhook-url", url)
+    code, out, err = invoke("watchdog", "--db", db, "--watchdog-days", "2", "--to",
+                            "2016-03-15", "--webhook-url", url, "--watchdog-weeks", "3")
     assert code == 1
     assert "2016-03-15" in out and "FAIL" in out
     assert err.strip().startswith("alerted: webhook http://127.0.0.1:")
@@ -84,6 +84,11 @@ def test_compare_regression_alerts(tmp_path: Path, webhook: tuple[str, list[Any]
     [alert] = received
     assert alert["subject"] == f"crash regression: build_id {NEW}"
     assert alert["details"]["regression"] is True
+    # the flag, as docs/operations.md says, alerts the same way
+    code, _, err = invoke("compare", "--db", db, "--candidate", f"build_id={NEW}",
+                          "--webhook-url", url)
+    assert code == 1 and err.strip().startswith("alerted: webhook http://127.0.0.1:")
+    assert len(received) == 2
 
 
 def test_settings_come_from_environment_and_toml(week: Path, tmp_path: Path) -> None:
@@ -126,3 +131,17 @@ def test_every_option_of_every_command_has_help() -> None:
     without_example = [name for name, command in cli.commands.items()  # type: ignore[attr-defined]
                        if "Example" not in (command.help or "")]
     assert without_example == []
+
+
+def test_every_flag_the_settings_table_shows_exists() -> None:
+    """docs/operations.md's table of settings names a flag for each: each is a real option of
+    some command (`--watchdog-days`, `--email-from`... used to exist only as variables)."""
+    import click
+
+    from crash_rate_aggregates.cli import cli
+    from crash_rate_aggregates.settings import SETTINGS
+
+    flags = {opt for command in cli.commands.values()  # type: ignore[attr-defined]
+             for option in command.params if isinstance(option, click.Option)
+             for opt in option.opts}
+    assert [s.flag for s in SETTINGS if s.flag not in flags] == []

@@ -318,6 +318,29 @@ def test_rates_default_to_every_stored_date_and_counts_are_integers(tmp_path: Pa
         help_text = " ".join(invoke(command, "--help")[1].split())
         assert "yesterday" not in help_text, command
         assert "(default: the first stored one)" in help_text
-    code, out = invoke("compare", "--db", url, "--candidate", "channel=nightly", "--baseline",
-                       "channel=nightly", "--format", "json")
+    code, out = invoke("compare", "--db", url, "--candidate", "build_id=20160314030215",
+                       "--baseline", "build_id=20160314030215", "--format", "json")
     assert json.loads(out)["results"][0]["candidate"]["clients"] == 52
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["rates", "--where", "channel=beta", "--where", "channel=nightly"],
+     "error: --where names channel twice ('beta' and 'nightly')"),
+    (["rates", "--from", "2016-03-14", "--to", "2016-03-10"],
+     "error: --from 2016-03-14 is after --to 2016-03-10"),
+    (["compare", "--candidate", f"build_id={NEW}", "--from", "2016-03-14", "--to", "2016-03-10"],
+     "error: --from 2016-03-14 is after --to 2016-03-10"),
+    (["compare", "--candidate", f"build_id={NEW}", "--days-since-release", "3", "--from",
+      "2016-03-10"], "error: --days-since-release chooses each side's dates from its build date"),
+    (["compare", "--candidate", "os_name=Linux"],
+     "error: --candidate compares builds: write build_id=... or build_version=..."),
+    (["compare", "--candidate", f"build_id={NEW}", "--baseline", "channel=beta"],
+     "error: --baseline compares builds"),
+])
+def test_options_that_would_be_dropped_or_misread_are_usage_errors(
+        tmp_path: Path, args: list[str], message: str) -> None:
+    """Nothing a user asked for is dropped silently: each of these used to print a result."""
+    url = filled(tmp_path, {OLD: 1, NEW: 1})
+    code, out = invoke(*args, "--db", url)
+    assert code == 2, out
+    assert out.startswith(message), out

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import string
 from pathlib import Path
@@ -164,3 +165,29 @@ def test_a_readable_input_url_with_a_password_is_never_shown(
     assert "2016-03-14" in out and f"memory://user:***@/{name}" in out
     everything = out + _run_table(db)
     assert password not in everything
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("password",
+                         ["hunter@2?Zq9", "Kx/Qv7", "Pq@Ws#Wz?Rd", "aB9/cD8?eF7#gH6@iJ5"])
+def test_a_raw_password_with_url_delimiters_connects_and_never_shows(
+        password: str, pg_url: str, ping_store: Path) -> None:
+    """A password pasted unencoded (raw `/ ? # @`) is percent-encoded before libpq reads the
+    URL: the fill connects (the test server trusts, so any password logs in) and no piece of
+    it is printed, even when the server is down (port 1)."""
+    assert pg_url.startswith("postgresql://postgres@")
+    url = pg_url.replace("postgresql://postgres@", f"postgresql://postgres:{password}@", 1)
+    runner = CliRunner()
+    done = runner.invoke(cli, ["fill", "--input", str(ping_store), "--from", "2016-03-14",
+                               "--to", "2016-03-14", "--db", url, "--workers", "1"])
+    assert done.exit_code == 0, done.output
+    read = runner.invoke(cli, ["rates", "--db", url, "--format", "json"])
+    assert read.exit_code == 0, read.output
+    down = url.replace("127.0.0.1:5432", "127.0.0.1:1", 1)
+    failed = runner.invoke(cli, ["rates", "--db", down])
+    assert failed.exit_code == 1
+    assert failed.stderr.startswith("error: cannot connect to PostgreSQL"), failed.stderr
+    pieces = [p for p in re.split(r"[/?#@]", password) if len(p) >= 2]
+    for output in (done.output, read.output, failed.output):
+        assert password not in output
+        assert not [p for p in pieces if p in output], output

@@ -32,8 +32,8 @@ def empty_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_defaults() -> None:
     settings = resolve({}, env={})
     assert settings == Settings(
-        db="sqlite:///crash_aggregates.db", parquet=None, input=None, workers=None,
-        parallel_dates=1, log_format="text", webhook_url=None, smtp_url=None,
+        db="sqlite:///crash_aggregates.db", parquet=None, input=None, family=None,
+        workers=None, parallel_dates=1, log_format="text", webhook_url=None, smtp_url=None,
         email_from="crash-aggregates@localhost", email_to=(), watchdog_days=7,
         watchdog_weeks=4, watchdog_volume_ratio=0.5, watchdog_ignored_jump=0.05,
         watchdog_rows_ratio=0.5, min_usage_hours=1000.0)
@@ -125,7 +125,7 @@ def test_typed_values_from_each_source(tmp_path: Path) -> None:
      "bad value for db from --db: 'mysql://u:***@h/db' is not a sqlite:// or postgresql:// or "
      "postgres:// URL"),
     ({}, {}, "wokers = 3",
-     "config file {config}: unknown setting 'wokers' (known: db, parquet, input, workers, "
+     "config file {config}: unknown setting 'wokers' (known: db, parquet, input, family, workers, "
      "parallel_dates, log_format, webhook_url, smtp_url, email_from, email_to, watchdog_days, "
      "watchdog_weeks, watchdog_volume_ratio, watchdog_ignored_jump, watchdog_rows_ratio, "
          "min_usage_hours)"),

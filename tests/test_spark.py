@@ -135,3 +135,29 @@ def test_sigterm_during_spark_exits_130(point: str, tmp_path: Path) -> None:
     write_ping_file(store / "submission_date=2016-03-14" / "a.json", lines_for(list(range(41))))
     assert_interrupted(fill(store, tmp_path / "db.sqlite", point, extra=("--engine", "spark"),
                             grace=30))
+
+
+@pytest.mark.parametrize("dedupe", [True, False])
+def test_a_glean_day_gives_the_local_rows_and_counters(spark: Any, tmp_path: Path,
+                                                       dedupe: bool) -> None:
+    # the mixed Glean day of test_glean_engines.py (both JSON forms, duplicates by document id
+    # and by minidump hash, the empty-file hash): the rows worked out by hand, byte for byte
+    from crash_rate_aggregates.engines.local import ScanSpec
+    from crash_rate_aggregates.engines.spark import scan_spark
+    from test_glean_engines import (
+        COUNTERS,
+        DAY,
+        NO_DEDUPE_COUNTERS,
+        expected_rows,
+        scan_day,
+        write_day,
+    )
+
+    store = write_day(tmp_path)
+    spec = ScanSpec(DAY, frozenset([DAY]), dedupe=dedupe, family="glean")
+    by_date, undated = scan_spark(spark, store.url, store.files_for_date(DAY), spec)
+    rows, counters, _ = by_date[DAY]
+    assert (counters, undated) == (COUNTERS if dedupe else NO_DEDUPE_COUNTERS, 0)
+    assert rows == expected_rows(dedupe)
+    local_rows, local_counters, _ = scan_day(store, workers=2, dedupe=dedupe)
+    assert repr(rows) == repr(local_rows) and counters == local_counters

@@ -22,6 +22,7 @@ from crash_rate_aggregates import rules
 from crash_rate_aggregates.aggregation import Aggregate
 from crash_rate_aggregates.cli import cli
 from crash_rate_aggregates.errors import StoreError, UsageError
+from crash_rate_aggregates.stores import sqlite
 from crash_rate_aggregates.stores.base import RunRecord, Store, no_store, open_store
 from crash_rate_aggregates.stores.sqlite import sqlite_path
 
@@ -320,4 +321,4 @@ def test_an_earlier_sqlite_file_gets_its_runs_numbered_in_their_order(tmp_path: 
     with sqlite3.connect(tmp_path / "old.db") as db:
         assert db.execute("SELECT run_id, commit_seq FROM crash_aggregates_runs "
                           "ORDER BY 2").fetchall() == [("early", 1), ("late", 2), ("next", 3)]
-        assert db.execute("PRAGMA user_version").fetchone() == (2,)
+        assert db.execute("PRAGMA user_version").fetchone() == (sqlite.SCHEMA_VERSION,)

@@ -245,16 +245,19 @@ def test_compare_matches_the_rates_library(client: TestClient, db_url: str) -> N
 
 
 def test_compare_without_enough_usage_says_so(client: TestClient) -> None:
-    answer = client.get("/api/compare", params={"candidate": f"channel={SCRIPT}",
-                                                "baseline": "channel=esr"}).json()
+    # the hostile pings' build (50 usage hours on their channel) against itself
+    answer = client.get("/api/compare", params={
+        "candidate": "build_id=20160314030215", "channel": SCRIPT,
+        "baseline": "build_id=20160314030215"}).json()
     assert {r["verdict"] for r in answer["results"]} == {"not enough usage yet"}
     assert all(r["ratio"] is None for r in answer["results"])
 
 
 def test_dimension_values_and_runs(client: TestClient, db_url: str) -> None:
-    assert client.get("/api/dimensions").json() == {"dimensions": list(rules.DIMENSION_NAMES)}
+    assert client.get("/api/dimensions").json() == {"family": "legacy",
+                                                     "dimensions": list(rules.DIMENSION_NAMES)}
     values = client.get("/api/dimensions/channel").json()
-    assert values == {"dimension": "channel", "first": None, "last": None,
+    assert values == {"family": "legacy", "dimension": "channel", "first": None, "last": None,
                       "values": sorted(["beta", "esr", "nightly", "release", SCRIPT])}
     assert client.get("/api/dimensions/country", params={"first": "2016-03-14"}).json()[
         "values"].count(IMG) == 1
@@ -338,7 +341,7 @@ def test_health_describes_the_run_that_committed_last(
     ("GET", "/api/compare?candidate=build_version=44.0&days_since_release=0", 400,
      "days_since_release"),
     ("GET", "/api/compare?candidate=build_version=1.0", 404,
-     "no build_version before 1.0: give a baseline"),
+     "no data for build_version=1.0"),
     ("GET", "/api/dimensions/flavour", 404, "unknown dimension 'flavour'"),
     ("GET", "/api/nowhere", 404, "no such page"),
     ("POST", "/api/rates", 405, "Method Not Allowed"),
@@ -751,10 +754,10 @@ def test_hostile_values_render_as_text_on_the_page_and_in_the_filters(
     assert f'<option value="{escaped_script}" selected>{escaped_script}</option>' in chosen
     assert [c["channel"] for c in _json_block(chosen, "overview-data")["channels"]] == [SCRIPT]
 
-    compared = client.get("/compare", params={"candidate": f"channel={SCRIPT}",
-                                              "baseline": f"country={IMG}"}).text
+    compared = client.get("/compare", params={"candidate": f"build_id={SCRIPT}",
+                                              "baseline": f"build_version={IMG}"}).text
     assert "<script>alert" not in compared and "<img src=x" not in compared
-    assert f"channel={escaped_script}" in compared
+    assert f"build_id={escaped_script}" in compared
 
 
 def test_pages_send_a_strict_content_security_policy(client: TestClient) -> None:
@@ -781,7 +784,8 @@ def test_openapi_describes_the_api_and_its_error_shape(client: TestClient) -> No
     assert rates_get["responses"]["400"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/ErrorBody"}
     names = {p["name"] for p in rates_get["parameters"]}
-    assert set(rules.DIMENSION_NAMES) | {"by", "first", "last", "date_kind", "per_date"} == names
+    assert set(rules.DIMENSION_NAMES) | {"by", "first", "last", "date_kind", "per_date",
+                                         "family"} == names
     assert client.get("/docs").status_code == 404  # Swagger UI would load a CDN's scripts
     # The dates' pattern says the range the app checks.
     first = next(p for p in rates_get["parameters"] if p["name"] == "first")
@@ -879,8 +883,41 @@ def test_serve_serves_on_the_port_it_prints(sqlite_url: str) -> None:
                          r"sqlite:///\S+ read-only \(each request limited to 2,000 ms", first)
         assert found, first
         status, _, body = fetch(f"http://127.0.0.1:{found[1]}/api/dimensions")
-        assert (status, body) == (200, {"dimensions": list(rules.DIMENSION_NAMES)})
+        assert (status, body) == (200, {"family": "legacy",
+                                        "dimensions": list(rules.DIMENSION_NAMES)})
     finally:
         server.send_signal(signal.SIGINT)
         server.communicate(timeout=30)
     assert server.returncode == 0
+
+
+def test_serve_stops_on_sigterm_without_fills_message(sqlite_url: str) -> None:
+    server = subprocess.Popen(
+        [sys.executable, "-m", "crash_rate_aggregates", "serve", "--db", sqlite_url,
+         "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert server.stdout is not None
+    assert server.stdout.readline().startswith("crash-aggregates dashboard on http://")
+    server.send_signal(signal.SIGTERM)
+    _, err = server.communicate(timeout=60)
+    assert server.returncode == 0, err
+    assert "interrupted:" not in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("url", ["/api/rates?from=1900-01-01", "/api/overview?lst=2016-03-14",
+                                 "/api/dimensions?x=<script>"])
+def test_an_unknown_api_parameter_is_a_400_naming_it(client: TestClient, url: str) -> None:
+    # `from` is the CLI's word; the API's is `first`: it used to be ignored silently
+    response = client.get(url)
+    assert response.status_code == 400
+    message = response.json()["error"]["message"]
+    assert message.startswith(f"unknown parameter {url.split('?')[1].split('=')[0]!r}: ")
+
+
+def test_compare_in_the_api_says_what_the_cli_says(client: TestClient) -> None:
+    # a typo'd build is "no data" (404), as the CLI's exit 3, not "no earlier build"
+    typo = client.get("/api/compare", params={"candidate": "build_id=2016030916160"})
+    assert typo.status_code == 404
+    assert typo.json()["error"]["message"].startswith("no data for build_id=2016030916160")
+    other = client.get("/api/compare", params={"candidate": "os_name=Linux"})
+    assert other.status_code == 400
+    assert other.json()["error"]["message"].startswith("candidate compares builds")

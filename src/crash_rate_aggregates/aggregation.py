@@ -1,23 +1,28 @@
-"""Summing rule outcomes into aggregates: dedupe, per-client sums, the 29 stats.
+"""Summing rule outcomes into aggregates: dedupe, per-client sums, the stats.
 
-Workers turn lines into `Batch`es of compact per-ping records (numpy arrays, ~90 bytes a
+Family-neutral: what a ping family says (its measures, their units, its stats and dimension
+names) comes from the family module (`families.family(name)`: 29 stats legacy, 45 Glean).
+Workers turn lines into `Batch`es of compact per-ping records (numpy arrays, ~100 bytes a
 ping); one `DateAggregator` per submission date folds batches in, in any order:
 
-1. dedupe (rule 4) against every document id seen this date: 8 bytes an id, see `IdSet`;
+1. dedupe against every document id seen this date (8 bytes an id, see `IdSet`), then, among
+   the pings kept, against every second key (`Outcome.crash_id`: a Glean minidump hash) seen;
 2. count each kept record in its counter;
 3. keep processed records as (key, client) partial sums, compacted from time to time, so memory
    grows with the number of distinct (aggregate, client) pairs, not with the input;
-4. at the end, sum the partials per key into the 29 stats of docs/rules.md.
+4. at the end, sum the partials per key into the family's stats (docs/rules.md).
 
-Every sum is exact: measures are integers (usage in seconds, `rules.MEASURES`) summed as int64,
-or as Python integers where int64 could overflow (hostile crash counts), and each stat is its
-integer total divided once by its unit. So no row depends on the order in which batches arrive
-(how files were split among workers), and the Spark engine, which sums the same integers,
-gives the same floats to the last bit.
+Every sum is exact: measures are integers (legacy usage in seconds, Glean usage in nanoseconds)
+summed column by column as int64, or, for a column whose values or sums could leave int64
+(squares of Glean usage, hostile crash counts), as Python integers; each stat is its integer
+total divided once by its unit. So no row depends on the order in which batches arrive (how
+files were split among workers), and the Spark engine, which sums the same integers, gives the
+same floats to the last bit. Only the columns that need them pay for Python integers.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections import Counter
 from collections.abc import Sequence
@@ -27,7 +32,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from . import rules
+from . import families, rules
 from .errors import CrashAggregatesError
 
 
@@ -38,8 +43,9 @@ U64 = npt.NDArray[np.uint64]
 I64 = npt.NDArray[np.int64]
 #: Exact integers: int64, or Python integers (dtype object) once int64 could overflow.
 Ints = npt.NDArray[Any]
+#: A table of exact integers, one 1-D array a column, each column int64 or Python integers.
+Columns = list[Ints]
 
-_N_MEASURES = len(rules.MEASURES)
 _KIND_COUNTERS: tuple[str, ...] = (
     rules.MAIN_PROCESSED,
     rules.MAIN_IGNORED,
@@ -53,16 +59,24 @@ _CLIENT_MASK = (1 << 63) - 1
 _INT64_SAFE = 1 << 62
 #: Integers up to this are exact as doubles: dividing them as doubles is correctly rounded.
 _DOUBLE_EXACT = 1 << 53
-_UNITS = rules.MEASURE_UNITS
-#: The unit of each of the 29 stats, in per-ping measure units: a stat is its total / its unit.
-STAT_UNITS: tuple[int, ...] = (
-    *_UNITS,
-    *(unit * unit for unit in _UNITS[1:]),  # <measure>_squared
-    1,  # client_count
-    *(unit * unit for unit in _UNITS[1:]),  # client_<measure>_squared
-    *(unit * _UNITS[1] for unit in _UNITS[2:]),  # client_<crash>_usage_hours
-)
-_STAT_UNITS_F = np.array(STAT_UNITS, dtype=np.float64)
+
+
+@functools.cache
+def stat_units(family: str = families.DEFAULT) -> tuple[int, ...]:
+    """The unit of each of a family's stats, in per-ping measure units: a stat is its total /
+    its unit (STATS order: measures, squares, client_count, client squares, client usage)."""
+    units = families.family(family).MEASURE_UNITS
+    return (
+        *units,
+        *(unit * unit for unit in units[1:]),  # <measure>_squared
+        1,  # client_count
+        *(unit * unit for unit in units[1:]),  # client_<measure>_squared
+        *(unit * units[1] for unit in units[2:]),  # client_<crash>_usage_hours
+    )
+
+
+#: The legacy family's 29 units.
+STAT_UNITS: tuple[int, ...] = stat_units()
 
 
 def hash64(text: str) -> int:
@@ -126,20 +140,27 @@ class DateBatch:
     """Records of one submission date from one stretch of input.
 
     `counters` holds lines whose counter is final (malformed, other doc type...). Each record
-    is a ping that reached rule 4: its id hash (when it has an id), its kind (index into
-    main_processed, main_ignored, crash_processed, crash_ignored), and for processed pings the
-    index of its key in `keys`, its client hash and its measures.
+    is a ping that reached the dedupe rule: its id hashes (document id, crash id: when it has
+    them), its kind (index into main_processed, main_ignored, crash_processed, crash_ignored),
+    and for processed pings the index of its key in `keys`, its client hash and its measures.
     """
 
+    family: str = families.DEFAULT
     counters: Counter[str] = field(default_factory=Counter)
     keys: list[rules.Key] = field(default_factory=list)
     key_index: dict[rules.Key, int] = field(default_factory=dict)
     id_hash: list[int] = field(default_factory=list)
     has_id: list[bool] = field(default_factory=list)
+    crash_hash: list[int] = field(default_factory=list)
+    has_crash_id: list[bool] = field(default_factory=list)
     kind: list[int] = field(default_factory=list)
     key: list[int] = field(default_factory=list)
     client: list[int] = field(default_factory=list)
     measures: list[int] = field(default_factory=list)
+    _no_measures: tuple[int, ...] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._no_measures = (0,) * len(families.family(self.family).MEASURES)
 
     def __len__(self) -> int:
         return len(self.kind)
@@ -150,13 +171,15 @@ class DateBatch:
             self.counters[outcome.counter] += 1
             return
         self.kind.append(code)
-        doc_id = outcome.doc_id
+        doc_id, crash_id = outcome.doc_id, outcome.crash_id
         self.has_id.append(doc_id is not None)
         self.id_hash.append(hash64(doc_id) if doc_id is not None else 0)
+        self.has_crash_id.append(crash_id is not None)
+        self.crash_hash.append(hash64(crash_id) if crash_id is not None else 0)
         if outcome.key is None or outcome.measures is None:
             self.key.append(-1)
             self.client.append(0)
-            self.measures.extend((0,) * _N_MEASURES)
+            self.measures.extend(self._no_measures)
             return
         index = self.key_index.get(outcome.key)
         if index is None:
@@ -173,10 +196,13 @@ class DateBatch:
             keys=self.keys,
             id_hash=np.array(self.id_hash, dtype=np.uint64),
             has_id=np.array(self.has_id, dtype=bool),
+            crash_hash=np.array(self.crash_hash, dtype=np.uint64),
+            has_crash_id=np.array(self.has_crash_id, dtype=bool),
             kind=np.array(self.kind, dtype=np.int8),
             key=np.array(self.key, dtype=np.int64),
             client=np.array(self.client, dtype=np.uint64),
-            measures=np.array(self.measures, dtype=np.int64).reshape(-1, _N_MEASURES),
+            measures=np.array(self.measures, dtype=np.int64).reshape(
+                -1, len(self._no_measures)),
         )
 
 
@@ -186,6 +212,8 @@ class FrozenBatch:
     keys: list[rules.Key]
     id_hash: U64
     has_id: npt.NDArray[np.bool_]
+    crash_hash: U64
+    has_crash_id: npt.NDArray[np.bool_]
     kind: npt.NDArray[np.int8]
     key: I64
     client: U64
@@ -194,7 +222,7 @@ class FrozenBatch:
 
 @dataclass(frozen=True)
 class Aggregate:
-    """One output row: activity date, dimensions and the 29 stats."""
+    """One output row: activity date, dimensions and the family's stats."""
 
     activity_date: str
     dimensions: dict[str, str]
@@ -204,10 +232,15 @@ class Aggregate:
 class DateAggregator:
     """Folds the batches of one submission date into aggregates and counters."""
 
-    def __init__(self, dedupe: bool = True, compact_every: int = 1_000_000,
-                 max_aggregates: int = 2_000_000, day: object = None) -> None:
-        self.counters: Counter[str] = Counter({name: 0 for name in rules.COUNTERS})
+    def __init__(self, dedupe: bool = True, compact_every: int = 250_000,
+                 max_aggregates: int = 2_000_000, day: object = None,
+                 family: str = families.DEFAULT) -> None:
+        self._family = families.family(family)
+        self._units = stat_units(family)
+        self._n_measures = len(self._family.MEASURES)
+        self.counters: Counter[str] = Counter({name: 0 for name in self._family.COUNTERS})
         self._ids: IdSet | None = IdSet() if dedupe else None
+        self._crash_ids: IdSet | None = IdSet() if dedupe else None
         self._key_ids: dict[rules.Key, int] = {}
         self._keys: list[rules.Key] = []
         self._anonymous = 0
@@ -215,25 +248,22 @@ class DateAggregator:
         self._max_aggregates = max_aggregates
         self._day = day
         self.notes: list[str] = []  # what went wrong on the way: skipped corrupt files
-        self._pending: list[tuple[I64, U64, Ints]] = []
+        self._pending: list[tuple[I64, U64, I64]] = []  # (key id, client, per-ping measures)
         self._pending_rows = 0
-        # (key id, client) partial sums: the 8 measures then 7 per-ping squares, exact.
+        # (key id, client) partial sums: the measures then the per-ping squares of all but the
+        # first, exact, one column each.
         self._partial_key: I64 = np.zeros(0, dtype=np.int64)
         self._partial_client: U64 = np.zeros(0, dtype=np.uint64)
-        self._partial_sums: Ints = np.zeros((0, 2 * _N_MEASURES - 1), dtype=np.int64)
+        self._partial_sums: Columns = [np.zeros(0, dtype=np.int64)
+                                       for _ in range(2 * self._n_measures - 1)]
 
     @property
     def dedupe_bytes(self) -> int:
-        return self._ids.nbytes if self._ids is not None else 0
+        return sum(ids.nbytes for ids in (self._ids, self._crash_ids) if ids is not None)
 
     def add(self, batch: FrozenBatch) -> None:
         self.counters.update(batch.counters)
-        keep = np.ones(batch.kind.size, dtype=bool)
-        if self._ids is not None and batch.has_id.any():
-            with_id = np.flatnonzero(batch.has_id)
-            is_new = self._ids.add(batch.id_hash[with_id])
-            keep[with_id[~is_new]] = False
-            self.counters[rules.DUPLICATES] += int((~is_new).sum())
+        keep = self._dedupe(batch)
         kinds = np.bincount(batch.kind[keep], minlength=len(_KIND_COUNTERS))
         for code, name in enumerate(_KIND_COUNTERS):
             self.counters[name] += int(kinds[code])
@@ -249,12 +279,24 @@ class DateAggregator:
                 self._anonymous, self._anonymous + anonymous.size, dtype=np.uint64
             )
             self._anonymous += int(anonymous.size)
-        measures = batch.measures[rows]
-        sums = np.concatenate((measures, _product(measures[:, 1:], measures[:, 1:])), axis=1)
-        self._pending.append((key, client, sums))
+        self._pending.append((key, client, batch.measures[rows]))
         self._pending_rows += int(key.size)
         if self._pending_rows >= self._compact_every:
             self._compact()
+
+    def _dedupe(self, batch: FrozenBatch) -> npt.NDArray[np.bool_]:
+        """Which records are kept: not a copy of a document id seen, and then, of those, not a
+        copy of a crash id seen (a crash id counts as seen only once its ping was kept)."""
+        keep = np.ones(batch.kind.size, dtype=bool)
+        for ids, has, hashes in ((self._ids, batch.has_id, batch.id_hash),
+                                 (self._crash_ids, batch.has_crash_id, batch.crash_hash)):
+            if ids is None or not has.any():
+                continue
+            candidates = np.flatnonzero(keep & has)
+            is_new = ids.add(hashes[candidates])
+            keep[candidates[~is_new]] = False
+            self.counters[rules.DUPLICATES] += int((~is_new).sum())
+        return keep
 
     def _key_id(self, key: rules.Key) -> int:
         found = self._key_ids.get(key)
@@ -267,11 +309,12 @@ class DateAggregator:
 
     def _too_many(self) -> str:
         """Which dimension blew up: garbage values are what usually does it."""
-        distinct = [len({key[i + 1] for key in self._keys}) for i in range(len(rules.DIMENSIONS))]
+        names = self._family.DIMENSION_NAMES
+        distinct = [len({key[i + 1] for key in self._keys}) for i in range(len(names))]
         worst = max(range(len(distinct)), key=distinct.__getitem__)
         where = f"{self._day}: " if self._day is not None else ""
         return (f"{where}more than {self._max_aggregates:,} distinct aggregates; "
-                f"{rules.DIMENSION_NAMES[worst]} alone has {distinct[worst]:,} values: "
+                f"{names[worst]} alone has {distinct[worst]:,} values: "
                 f"garbage in the pings? (--max-aggregates raises the limit)")
 
     def _compact(self) -> None:
@@ -280,15 +323,22 @@ class DateAggregator:
             return
         key = np.concatenate((self._partial_key, *(p[0] for p in self._pending)))
         client = np.concatenate((self._partial_client, *(p[1] for p in self._pending)))
-        sums = np.concatenate((self._partial_sums, *(p[2] for p in self._pending)))
+        measures = np.concatenate([p[2] for p in self._pending])
         self._pending.clear()
         self._pending_rows = 0
+        columns = [measures[:, i] for i in range(self._n_measures)]
+        fresh = [*columns, *(_product(column, column) for column in columns[1:])]
+        del measures, columns
         order = np.lexsort((client, key))
-        key, client, sums = key[order], client[order], sums[order]
+        key, client = key[order], client[order]
         starts = _group_starts(key, client)
         self._partial_key = key[starts]
         self._partial_client = client[starts]
-        self._partial_sums = _group_sums(sums, starts)
+        sums: Columns = []
+        for old in self._partial_sums:  # one column at a time: temporaries stay small
+            new = fresh.pop(0)
+            sums.append(_group_sums(np.concatenate((old, new))[order], starts))
+        self._partial_sums = sums
 
     def finish(self) -> list[Aggregate]:
         """The aggregates of this date, sorted by key."""
@@ -297,42 +347,47 @@ class DateAggregator:
         if key.size == 0:
             return []
         starts = _group_starts(key)
-        measures = per_client[:, :_N_MEASURES]
-        usage = measures[:, 1:2]
-        crashes = measures[:, 2:]
-        stacked = np.concatenate(
-            (
-                per_client,  # 8 sums, then 7 per-ping squares
-                np.ones((key.size, 1), dtype=np.int64),  # client_count
-                _product(measures[:, 1:], measures[:, 1:]),  # client_<measure>_squared
-                _product(crashes, usage),  # client_<crash>_usage_hours
-            ),
-            axis=1,
-        )
-        totals = _group_sums(stacked, starts)
+        measures = per_client[:self._n_measures]
+        usage = measures[1]
+        stacked: Columns = [
+            *per_client,  # the measures, then the per-ping squares
+            np.ones(key.size, dtype=np.int64),  # client_count
+            *(_product(m, m) for m in measures[1:]),  # client_<measure>_squared
+            *(_product(crashes, usage) for crashes in measures[2:]),  # client_<crash>_usage
+        ]
+        totals = [_group_sums(column, starts) for column in stacked]
         out: list[Aggregate] = []
-        for key_id, values in zip(key[starts].tolist(), _stat_rows(totals), strict=True):
-            activity, dims = rules.key_to_row(self._keys[key_id])
-            out.append(Aggregate(activity, dims, dict(zip(rules.STATS, values, strict=True))))
+        stats = self._family.STATS
+        for key_id, values in zip(key[starts].tolist(), _stat_rows(totals, self._units),
+                                  strict=True):
+            activity, dims = self._family.key_to_row(self._keys[key_id])
+            out.append(Aggregate(activity, dims, dict(zip(stats, values, strict=True))))
         out.sort(key=_row_order)
         return out
 
 
-def stats_from_totals(totals: Sequence[int]) -> dict[str, float]:
-    """One aggregate's 29 stats from its exact integer totals (in STATS order), each divided
+def stats_from_totals(totals: Sequence[int], family: str = families.DEFAULT
+                      ) -> dict[str, float]:
+    """One aggregate's stats from its exact integer totals (in STATS order), each divided
     once by its unit; Python's int / int is correctly rounded, as `_stat_rows` is."""
-    return dict(zip(rules.STATS, (total / unit for total, unit in
-                                  zip(totals, STAT_UNITS, strict=True)), strict=True))
+    units = stat_units(family)
+    return dict(zip(families.family(family).STATS,
+                    (total / unit for total, unit in zip(totals, units, strict=True)),
+                    strict=True))
 
 
-def _stat_rows(totals: Ints) -> list[list[float]]:
-    """Each row of integer totals as its stats: as doubles when every total is exact as one
-    (IEEE division is then correctly rounded too), else in Python integers."""
-    if totals.dtype != object and _largest(totals) <= _DOUBLE_EXACT:
-        rows: list[list[float]] = (totals.astype(np.float64) / _STAT_UNITS_F).tolist()
-        return rows
-    return [[total / unit for total, unit in zip(row, STAT_UNITS, strict=True)]
-            for row in totals.tolist()]
+def _stat_rows(totals: Columns, units: Sequence[int]) -> list[tuple[float, ...]]:
+    """The rows of a table of integer totals (one column a stat) as stats, each total divided
+    once by its unit, correctly rounded: as doubles for a column whose totals and unit are all
+    exact as doubles (IEEE division is then correctly rounded too), else in Python integers."""
+    columns: list[list[float]] = []
+    for column, unit in zip(totals, units, strict=True):
+        if column.dtype != object and _largest(column) <= _DOUBLE_EXACT \
+                and unit <= _DOUBLE_EXACT:
+            columns.append((column.astype(np.float64) / float(unit)).tolist())
+        else:
+            columns.append([total / unit for total in column.tolist()])
+    return list(zip(*columns, strict=True))
 
 
 def _largest(values: Ints) -> int:
@@ -344,20 +399,20 @@ def _as_python_ints(values: Ints) -> Ints:
 
 
 def _product(a: Ints, b: Ints) -> Ints:
-    """a * b exactly (values are never negative): in int64 when no product can overflow,
-    else in Python integers."""
+    """a * b exactly, for two columns (values are never negative): in int64 when no product
+    can overflow, else in Python integers."""
     if a.dtype != object and b.dtype != object and _largest(a) * _largest(b) < _INT64_SAFE:
         return a * b
     return _as_python_ints(a) * _as_python_ints(b)
 
 
 def _group_sums(values: Ints, starts: I64) -> Ints:
-    """Exact sums of the runs of rows that begin at `starts` (values are never negative): in
-    int64 when even a column's whole sum cannot overflow, else in Python integers."""
+    """Exact sums of the runs of a column that begin at `starts` (values are never negative):
+    in int64 when even the column's whole sum cannot overflow, else in Python integers."""
     if values.dtype != object and values.size and \
-            float(values.sum(axis=0, dtype=np.float64).max()) >= _INT64_SAFE:
+            float(values.sum(dtype=np.float64)) >= _INT64_SAFE:
         values = values.astype(object)
-    return np.add.reduceat(values, starts, axis=0)
+    return np.add.reduceat(values, starts)
 
 
 def _group_starts(*sorted_columns: npt.NDArray[Any]) -> I64:

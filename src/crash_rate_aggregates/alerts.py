@@ -20,6 +20,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from . import __version__
 from .errors import CrashAggregatesError
+from .redact import encode_userinfo
 
 if TYPE_CHECKING:
     from .settings import Settings
@@ -53,6 +54,7 @@ def send_webhook(url: str, payload: Mapping[str, Any], timeout: float = 10) -> N
     """POST `payload` as JSON (`Content-Type: application/json`) to `url`; any answer other
     than 2xx, or no answer within `timeout` seconds, raises AlertError. A `user:password@` in
     the URL is sent as HTTP basic authentication."""
+    url = encode_userinfo(url)  # a password pasted with a raw `/`, `?`, `#` or `@`
     where = _server(url)
     try:
         parts = urlsplit(url)
@@ -103,6 +105,7 @@ def send_email(smtp_url: str, sender: str, recipients: Sequence[str], subject: s
     - `smtps://[user:password@]host[:port]` (port 465 by default): TLS from the start.
 
     User and password are URL-decoded (`%40` for `@`). Raises AlertError on any failure."""
+    smtp_url = encode_userinfo(smtp_url)  # a password pasted with a raw `/`, `?`, `#` or `@`
     where = _server(smtp_url)
     try:
         parts = urlsplit(smtp_url)

@@ -158,8 +158,13 @@ class _Written:
 def _exit_interrupted(written: list[str]) -> None:
     """Ctrl-C or SIGTERM: which dates were written, then status 130 (README)."""
     _Stopping.now = True  # a SIGTERM from here on is ignored
+    # ...also once the interpreter finalizes: it resets every Python-level handler to the
+    # default action there, and a SIGTERM in that window ended the process with -15. Only an
+    # ignored disposition survives finalization.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     faults.fault_point(INTERRUPTED_EXIT)
-    click.echo(f"interrupted: {len(written)} dates written"
+    click.echo(f"interrupted: {len(written)} date{'' if len(written) == 1 else 's'} written"
                + (f" ({', '.join(written)})" if written else "")
                + "; the date in progress was not written", err=True)
     sys.exit(130)
@@ -198,7 +203,8 @@ def cli() -> None:
 @db_option
 @click.option("--parquet", "parquet_url", default=None, metavar="URL",
               help="Also (or only, without --db) write Parquet partitions under "
-              "URL/crash_aggregates/v1/ (a folder, s3://, gs://, az://).")
+              "URL/crash_aggregates/v1/ (Glean: URL/glean_crash_aggregates/v1/; a folder, "
+              "s3://, gs://, az://).")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Worker processes reading files (default: the CPU count).")
 @click.option("--no-dedupe", is_flag=True, help="Keep pings whose document id was seen.")
@@ -225,12 +231,17 @@ def cli() -> None:
 @click.option("--max-aggregates", type=click.IntRange(min=1), default=2_000_000,
               show_default=True, help="More distinct aggregates in a date fail it (a guard "
               "against garbage dimension values).")
+@click.option("--family", default=None, metavar="legacy|glean",
+              help="Ping family: legacy (crash and main pings, table crash_aggregates) or "
+              "glean (Glean crash and baseline pings, table glean_crash_aggregates); default "
+              "legacy. Each family has its own rows and runs.")
 @_stops_cleanly
 def fill(input_url: str | None, first: date | None, last: date | None, db_url: str | None,
          config_path: Path | None, parquet_url: str | None, workers: int | None,
          no_dedupe: bool, sample_fraction: float, layout: str, engine: str,
          spark_master: str | None, skip_existing: bool, parallel_dates: int | None,
-         log_format: str | None, on_corrupt_file: str, max_aggregates: int) -> None:
+         log_format: str | None, on_corrupt_file: str, max_aggregates: int,
+         family: str | None) -> None:
     """Aggregate the pings of each submission date and replace its rows.
 
     Each date is written in one transaction, or not at all; the date's summary line lists its
@@ -250,7 +261,7 @@ def fill(input_url: str | None, first: date | None, last: date | None, db_url: s
     try:
         given = settings_from(config_path, input=input_url, db=db_url, parquet=parquet_url,
                               workers=workers, parallel_dates=parallel_dates,
-                              log_format=log_format)
+                              log_format=log_format, family=family)
         if not given.input:
             raise UsageError("no ping store: give --input (or input in the settings)")
         # --db, --parquet or neither: the default SQLite file only when neither is set
@@ -263,7 +274,7 @@ def fill(input_url: str | None, first: date | None, last: date | None, db_url: s
             engine=engine, spark_master=spark_master,  # type: ignore[arg-type]
             skip_existing=skip_existing,
             on_corrupt_file=on_corrupt_file,  # type: ignore[arg-type]
-            max_aggregates=max_aggregates,
+            max_aggregates=max_aggregates, family=given.family or "legacy",
         )
         reporter = written.wrap(
             JsonReporter() if given.log_format == "json" else ConsoleReporter())
@@ -296,9 +307,17 @@ def fill(input_url: str | None, first: date | None, last: date | None, db_url: s
 @click.option("--files-per-day", type=click.IntRange(min=1), default=4, show_default=True,
               help="Files each submission date is spread over.")
 @click.option("--light", is_flag=True,
-              help="Leave out the histograms the job does not read (pings of ~5 KB, not ~100).")
+              help="Leave out the histograms the job does not read (pings of ~7 KB, not 60-290 "
+              "KB; legacy pings only).")
+@click.option("--family", type=click.Choice(["legacy", "glean"]), default="legacy",
+              show_default=True, help="legacy: Telemetry main and crash pings; glean: Glean "
+              "baseline and crash pings of Firefox desktop and Android (fill --family glean).")
+@click.option("--form", type=click.Choice(["decoded", "bigquery", "mixed"]), default=None,
+              help="Glean pings only: decoded JSON (dotted metric names), BigQuery rows "
+              "(underscored names, no document type) or mixed, line by line  [default: mixed].")
 def generate(out_dir: Path, first: date | None, last: date | None, pings: int, seed: int,
-             layout: str, files_per_day: int, light: bool) -> None:
+             layout: str, files_per_day: int, light: bool, family: str,
+             form: str | None) -> None:
     """Write a realistic synthetic ping store.
 
     Clients on several channels, OSes and builds with different crash rates, a few in crash
@@ -306,45 +325,78 @@ def generate(out_dir: Path, first: date | None, last: date | None, pings: int, s
 
     Example:
 
-        crash-aggregates generate --out ./pings --from 2016-03-08 --to 2016-03-14 --pings 5000
+        crash-aggregates generate --out ./pings --from 2016-03-08 --to 2016-03-14 --light
+
+        crash-aggregates generate --family glean --out ./glean-pings --from 2025-06-01
     """
     from .synth import generate_store
+    from .synth_glean import generate_glean_store
 
     first = first or last or yesterday()
     last = last or first
     if first > last:
         _fail(f"--from {first} is after --to {last}")
-    summary = generate_store(out_dir, first, last, pings, seed=seed,
-                             layout=layout,  # type: ignore[arg-type]
-                             files_per_day=files_per_day, heavy=not light)
+    _refuse_to_mix_stores(out_dir)
+    if family == "glean":
+        if light:
+            _fail("--light is for legacy pings: Glean pings are light already")
+            return
+        summary = generate_glean_store(out_dir, first, last, pings, seed=seed,
+                                       layout=layout,  # type: ignore[arg-type]
+                                       files_per_day=files_per_day, form=form or "mixed")
+    elif form is not None:
+        _fail("--form is for Glean pings: add --family glean")
+        return
+    else:
+        summary = generate_store(out_dir, first, last, pings, seed=seed,
+                                 layout=layout,  # type: ignore[arg-type]
+                                 files_per_day=files_per_day, heavy=not light)
     files = "1 file" if summary.files == 1 else f"{summary.files:,} files"
     click.echo(f"wrote {summary.pings:,} pings in {files} "
                f"({summary.json_bytes / 1e6:,.1f} MB of JSON) to {summary.out_dir}")
+
+
+def _refuse_to_mix_stores(out_dir: Path) -> None:
+    """A folder that holds anything already would end up a mix of two stores (a smaller
+    --files-per-day leaves the old part files beside the new ones): generate writes new ones."""
+    if out_dir.exists() and not out_dir.is_dir():
+        _fail(f"{out_dir} is a file: give --out a new or empty folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        _fail(f"{out_dir} is not empty: give --out a new or empty folder (or remove it first), "
+              "so that the store holds one generation of pings")
 
 
 @cli.command()
 @db_option
 @click.option("--days", type=click.IntRange(1, 60), default=7, show_default=True,
               help="Submission dates of sample pings, ending yesterday (UTC).")
-@click.option("--pings", type=click.IntRange(min=10), default=5000, show_default=True,
-              help="Pings per day (5,000 gives the bad nightly build enough usage to judge).")
+@click.option("--pings", type=click.IntRange(min=10), default=None,
+              help="Pings per day (default 5,000 legacy, 20,000 Glean pings: enough usage of "
+              "the bad nightly build to judge it; a Glean baseline ping is one session).")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Worker processes (default: the CPU count).")
-def demo(db_url: str | None, config_path: Path | None, days: int, pings: int,
-         workers: int | None) -> None:
+@click.option("--family", type=click.Choice(["legacy", "glean"]), default="legacy",
+              show_default=True, help="Ping family to generate and fill: legacy (main and "
+              "crash pings) or glean (baseline and crash pings, table glean_crash_aggregates).")
+def demo(db_url: str | None, config_path: Path | None, days: int, pings: int | None,
+         workers: int | None, family: str) -> None:
     """Generate a week of sample pings, fill the store, print crash rates by channel and the
     comparison of the generated bad nightly build with the one before (a regression).
 
     Example:
 
         crash-aggregates demo
+
+        crash-aggregates demo --family glean --db sqlite:///glean-demo.db
     """
     from .demo import run_demo
 
     try:
         db_url = settings_from(config_path, db=db_url).db
         with tempfile.TemporaryDirectory(prefix="crash-aggregates-demo-") as folder:
-            text = run_demo(Path(folder), db_url, days, pings, workers or os.cpu_count() or 1)
+            pings = pings or (20_000 if family == "glean" else 5000)
+            text = run_demo(Path(folder), db_url, days, pings, workers or os.cpu_count() or 1,
+                            family)
     except CrashAggregatesError as exc:
         _fail_on(exc)
         return
@@ -361,20 +413,112 @@ def read_range_options(func: F) -> F:
     return func
 
 
-def _readable_store(db_url: str | None) -> Any:
+def _gathered(name: str, options: list[tuple[str, Callable[[F], F]]]) -> Callable[[F], F]:
+    """Options that travel together (alerting, watchdog thresholds): the command receives them
+    as one dict `name`, setting name to value, for `settings_from`."""
+    def decorate(func: F) -> F:
+        @functools.wraps(func)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            kwargs[name] = {setting: kwargs.pop(setting) for setting, _ in options}
+            return func(*args, **kwargs)
+        command = cast(F, run)
+        for _, option in reversed(options):
+            command = option(command)
+        return command
+    return decorate
+
+
+#: How `compare` and `watchdog` alert (docs/operations.md): each also a setting.
+alert_options = _gathered("alerting", [
+    ("webhook_url", click.option("--webhook-url", default=None, metavar="URL",
+                                 help="Alert by JSON POST to this URL.")),
+    ("smtp_url", click.option("--smtp-url", default=None, metavar="URL",
+                              help="Alert by mail: smtp[s]://user:pw@host:port.")),
+    ("email_to", click.option("--email-to", multiple=True, metavar="ADDRESS",
+                              help="Alert recipients (repeatable, or comma-separated).")),
+    ("email_from", click.option("--email-from", default=None, metavar="ADDRESS",
+                                help="Sender of alert mail (default crash-aggregates@localhost).")),
+])
+
+#: The watchdog's thresholds (docs/operations.md): each also a setting.
+threshold_options = _gathered("thresholds", [
+    ("watchdog_weeks", click.option(
+        "--watchdog-weeks", type=int, default=None,
+        help="Trailing weeks of the same weekday each date is compared with (2 or more, "
+        "default 4).")),
+    ("watchdog_volume_ratio", click.option(
+        "--watchdog-volume-ratio", type=float, default=None,
+        help="Pings or usage hours below this share of the usual fail (default 0.5; 0: off).")),
+    ("watchdog_ignored_jump", click.option(
+        "--watchdog-ignored-jump", type=float, default=None,
+        help="A share of ignored lines this much above the usual fails (default 0.05).")),
+    ("watchdog_rows_ratio", click.option(
+        "--watchdog-rows-ratio", type=float, default=None,
+        help="Rows written below this share of the usual fail (default 0.5; 0: off).")),
+])
+
+
+def family_option(func: F) -> F:
+    """--family of the commands that read the store."""
+    return click.option(
+        "--family", default=None, metavar="legacy|glean",
+        help="Ping family to read: legacy (crash_aggregates) or glean "
+        "(glean_crash_aggregates). Default: the one family the store holds, else legacy.")(func)
+
+
+def store_family(db_url: str | None, family: str | None) -> str:
+    """The family a reader reads: the one given, else the only one the store holds, else
+    legacy (an empty or missing store: its own error comes when it is opened)."""
+    from .stores.base import families_in
+
+    if family:
+        return family
+    found = families_in(db_url)
+    return found[0] if len(found) == 1 else "legacy"
+
+
+def _readable_store(db_url: str | None, family: str | None = None) -> Any:
     from .stores.base import open_store
 
-    store = open_store(db_url, create=False)  # a reader never makes an empty store
+    family = store_family(db_url, family)
+    # A reader never makes an empty store.
+    store = open_store(db_url, create=False, family=family)
     if not hasattr(store, "sum_stats"):
         store.close()
         raise UsageError("rates are read from SQLite or PostgreSQL: give --db")
     return store
 
 
-def _where(pairs: tuple[str, ...]) -> dict[str, str]:
+def _build_side(text: str, option: str) -> tuple[str, str]:
+    """A side of `compare`: a build or a version, never another dimension (`os_name=Linux`
+    against Darwin is no release comparison)."""
     from .reports import parse_pair
 
-    return dict(parse_pair(pair) for pair in pairs)
+    dimension, value = parse_pair(text)
+    if dimension not in ("build_id", "build_version"):
+        raise UsageError(f"{option} compares builds: write build_id=... or build_version=..., "
+                         f"not {dimension}=")
+    return dimension, value
+
+
+def _ordered(first: date | None, last: date | None) -> None:
+    """--from after --to selects nothing: say so instead of "no aggregates match"."""
+    if first and last and first > last:
+        raise UsageError(f"--from {first} is after --to {last}")
+
+
+def _where(pairs: tuple[str, ...]) -> dict[str, str]:
+    """--where DIM=VALUE, repeated for several dimensions. One dimension given twice would
+    silently keep the last value: a usage error instead."""
+    from .reports import parse_pair
+
+    found: dict[str, str] = {}
+    for dimension, value in map(parse_pair, pairs):
+        if dimension in found:
+            raise UsageError(f"--where names {dimension} twice ({found[dimension]!r} and "
+                             f"{value!r}): an aggregate has one value of each dimension")
+        found[dimension] = value
+    return found
 
 
 @cli.command()
@@ -389,9 +533,10 @@ def _where(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.option("--format", "output", type=click.Choice(["table", "csv", "json"]),
               default="table", show_default=True,
               help="table for people; csv or json (counts as integers) for scripts.")
+@family_option
 def rates(db_url: str | None, config_path: Path | None, by: str, first: date | None,
           last: date | None,
-          where: tuple[str, ...], date_kind: str, output: str) -> None:
+          where: tuple[str, ...], date_kind: str, output: str, family: str | None) -> None:
     """Crash rates per 1,000 usage hours with 95% intervals, per group.
 
     Intervals use the client-level sums (robust to clients in crash loops): exact Poisson
@@ -401,15 +546,21 @@ def rates(db_url: str | None, config_path: Path | None, by: str, first: date | N
 
         crash-aggregates rates --by channel,os_name --from 2016-03-08 --to 2016-03-14
     """
+    import dataclasses
+
     from .render import render_rates
     from .reports import rate_rows
     from .stores.queries import StatsQuery
 
     try:
+        _ordered(first, last)
+        # Names no family knows fail here, before the store is opened.
         query = StatsQuery(by=tuple(d for d in by.split(",") if d), first=first, last=last,
                            where=_where(where), date_kind=date_kind)  # type: ignore[arg-type]
-        store = _readable_store(settings_from(config_path, db=db_url).db)
+        given = settings_from(config_path, db=db_url, family=family)
+        store = _readable_store(given.db, given.family)
         try:
+            query = dataclasses.replace(query, family=store.family)  # checks its dimensions
             rows = rate_rows(store, query)
         finally:
             store.close()
@@ -436,10 +587,12 @@ def rates(db_url: str | None, config_path: Path | None, by: str, first: date | N
 @click.option("--format", "output", type=click.Choice(["table", "json"]), default="table",
               show_default=True, help="table for people; json for scripts (the exit status "
               "is the same).")
+@alert_options
+@family_option
 def compare(db_url: str | None, config_path: Path | None, candidate: str,
             baseline: str | None, channel: str | None, first: date | None, last: date | None,
             days_since_release: int | None, min_usage_hours: float | None,
-            output: str) -> None:
+            output: str, alerting: dict[str, Any], family: str | None) -> None:
     """Is a build or version crashing more than the one before? Rate ratios per crash type.
 
     Without --from/--to, every stored submission date. Per crash type one test gives the
@@ -452,17 +605,24 @@ def compare(db_url: str | None, config_path: Path | None, candidate: str,
 
     Example:
 
-        crash-aggregates compare --candidate build_id=20160302030211 --days-since-release 3
+        crash-aggregates compare --db sqlite:///week.db --candidate build_id=20160309161603
     """
     from .render import render_comparison
-    from .reports import NoDataError, compare_builds, parse_pair
+    from .reports import NoDataError, compare_builds
 
     try:
-        given = settings_from(config_path, db=db_url, min_usage_hours=min_usage_hours)
-        store = _readable_store(given.db)
+        _ordered(first, last)
+        if days_since_release and (first or last):
+            raise UsageError("--days-since-release chooses each side's dates from its build "
+                             "date: leave out --from and --to")
+        judged = _build_side(candidate, "--candidate")
+        against = _build_side(baseline, "--baseline") if baseline else None
+        given = settings_from(config_path, db=db_url, min_usage_hours=min_usage_hours,
+                              family=family, **alerting)
+        store = _readable_store(given.db, given.family)
         try:
             report = compare_builds(
-                store, parse_pair(candidate), parse_pair(baseline) if baseline else None,
+                store, judged, against,
                 channel=channel, first=first, last=last, days_since_release=days_since_release,
                 min_usage_hours=given.min_usage_hours)
         finally:
@@ -501,18 +661,19 @@ def _alert(settings: Any, subject: str, text: str, payload: dict[str, Any]) -> N
 @db_option
 @click.option("--parquet", "parquet_url", default=None, metavar="URL",
               help="Also check these Parquet partitions (_SUCCESS and row counts).")
-@click.option("--days", type=click.IntRange(min=1), default=None,
+@click.option("--days", "--watchdog-days", "days", type=click.IntRange(min=1), default=None,
               help="Submission dates to check, ending yesterday (default 7).")
 @click.option("--to", "last", type=DATE, default=None,
               help="Last submission date to check (default: yesterday, UTC).")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default=None,
               help="json: the report as one JSON object on stdout (default text).")
-@click.option("--webhook-url", default=None, help="Alert by JSON POST to this URL.")
-@click.option("--smtp-url", default=None, help="Alert by mail: smtp[s]://user:pw@host:port.")
-@click.option("--email-to", multiple=True, help="Alert recipients (repeatable).")
+@threshold_options
+@alert_options
+@family_option
 def watchdog(db_url: str | None, config_path: Path | None, parquet_url: str | None,
              days: int | None, last: date | None, log_format: str | None,
-             webhook_url: str | None, smtp_url: str | None, email_to: tuple[str, ...]) -> None:
+             thresholds: dict[str, Any], alerting: dict[str, Any],
+             family: str | None) -> None:
     """Check the last days' output: present, complete, usual volume, no jump in ignored pings.
 
     Checks each date's last run completed; pings and usage hours against the median of the
@@ -530,11 +691,11 @@ def watchdog(db_url: str | None, config_path: Path | None, parquet_url: str | No
 
     try:
         given = settings_from(config_path, db=db_url, parquet=parquet_url, watchdog_days=days,
-                              log_format=log_format, webhook_url=webhook_url,
-                              smtp_url=smtp_url, email_to=email_to)
-        store = _readable_store(given.db)
+                              log_format=log_format, family=family, **thresholds, **alerting)
+        store = _readable_store(given.db, given.family)
         try:
-            parquet = ParquetStore(given.parquet) if given.parquet else None
+            parquet = (ParquetStore(given.parquet, family=store.family) if given.parquet
+                       else None)
             report = check(store, given.watchdog_days,
                            today=(last or yesterday()) + timedelta(days=1), parquet=parquet,
                            thresholds=Thresholds.from_settings(given))
@@ -564,8 +725,11 @@ def watchdog(db_url: str | None, config_path: Path | None, parquet_url: str | No
               "connection (past it: 504, or 503 when every connection stayed busy).")
 @click.option("--max-rows", type=click.IntRange(min=1), default=10000, show_default=True,
               help="Row cap of each database query (more is an error: narrow the filters).")
+@click.option("--family", default=None, metavar="legacy|glean",
+              help="The ping family pages and the API show when a request names none (its "
+              "`family` parameter). Default: the one family the store holds, else legacy.")
 def serve(db_url: str | None, config_path: Path | None, host: str, port: int,
-          timeout_ms: int, max_rows: int) -> None:
+          timeout_ms: int, max_rows: int, family: str | None) -> None:
     """Serve the dashboard and its JSON API, reading the store read-only.
 
     Pages: / (crash rates by channel over time), /compare (a build against its baseline),
@@ -586,8 +750,8 @@ def serve(db_url: str | None, config_path: Path | None, host: str, port: int,
     from .web.server import serve as run_server
 
     try:
-        run_server(settings_from(config_path, db=db_url).db, host, port,
-                   Limits(timeout_ms, max_rows))
+        given = settings_from(config_path, db=db_url, family=family)
+        run_server(given.db, host, port, Limits(timeout_ms, max_rows), given.family)
     except CrashAggregatesError as exc:
         _fail_on(exc)
 
@@ -633,10 +797,11 @@ def main() -> None:
     logging.getLogger("psycopg").addHandler(logging.NullHandler())
     logging.getLogger("psycopg").propagate = False
     _remember_argv_secrets(sys.argv[1:])
-    # From here until a command installs its own handler (fill's _stops_cleanly), a SIGTERM
-    # ends the command before it did anything, with fill's documented status 130. An inherited
-    # SIG_IGN (a shell without job control) is kept.
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+    # From here until fill installs its own handler (_stops_cleanly), a SIGTERM ends it before
+    # it did anything, with its documented status 130 (the other commands keep the default
+    # action, and serve its server's). An inherited SIG_IGN (a shell without job control) is
+    # kept.
+    if sys.argv[1:2] == ["fill"] and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _terminated_before_start)
     try:
         faults.fault_point(UNEXPECTED)

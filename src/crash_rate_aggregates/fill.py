@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal, Protocol
 
-from . import __version__, rules
+from . import __version__, families, rules
 from .aggregation import Aggregate
 from .engines.local import Progress, ScanResult, ScanSpec, scan, scan_jobs
 from .errors import CrashAggregatesError, InputError, StoreError, UsageError
@@ -39,8 +39,11 @@ class FillSettings:
     parallel_dates: int = 1
     max_aggregates: int = 2_000_000
     on_corrupt_file: Literal["fail", "skip"] = "fail"
+    #: The ping family read (families.FAMILIES): its rules, its tables, its runs.
+    family: str = families.DEFAULT
 
     def __post_init__(self) -> None:
+        families.family(self.family)  # an unknown family is a UsageError, before anything
         if self.first > self.last:
             raise UsageError(f"--from {self.first} is after --to {self.last}")
         if not 0 < self.sample_fraction <= 1:
@@ -73,6 +76,7 @@ class DateReport:
     error: str | None = None
     undated: int = 0
     notes: list[str] = field(default_factory=list)
+    family: str = families.DEFAULT
 
 
 @dataclass
@@ -116,7 +120,8 @@ class _PartlyWritten(CrashAggregatesError):
 
 
 class _NothingLeft(CrashAggregatesError):
-    """--on-corrupt-file skip left a date nothing to write: its rows are kept."""
+    """A date left with nothing to write (no valid ping, or every file skipped): its rows are
+    kept."""
 
     def __init__(self, message: str, corrupt_files: int) -> None:
         super().__init__(message)
@@ -125,11 +130,19 @@ class _NothingLeft(CrashAggregatesError):
 
 def _check_skipped(day: date, rows: list[Aggregate], counters: dict[str, int],
                    notes: list[str], files: int) -> None:
-    """Skipping corrupt files never replaces a date's rows with nothing: when every file of
-    the date was skipped, or the files left hold no row, the date fails instead."""
+    """A date is never replaced with nothing: when its files hold no valid ping, or (with
+    --on-corrupt-file skip) every file of the date was skipped or the files left hold no row,
+    the date fails instead and keeps its rows."""
     corrupt = counters.get(rules.CORRUPT_FILES, 0)
-    if not corrupt or (corrupt < files and rows):
+    if rows and (not corrupt or corrupt < files):
         return
+    if not corrupt:
+        # Files of blank lines, of garbage, of other pings only: an outage upstream, never a
+        # day with no usage. Replacing the date's rows with none would hide it.
+        seen = ", ".join(f"{name}={count}" for name, count in counters.items() if count)
+        raise _NothingLeft(f"no valid ping in the {files} ping file{'s' if files != 1 else ''}"
+                           f" of {day} ({seen or 'no line'}); that would replace its rows with "
+                           "nothing: they are kept", 0)
     first = f" (first: {notes[0]})" if notes else ""
     what = (f"every ping file of {day} is corrupt ({files} skipped)" if corrupt >= files
             else f"{corrupt} of the {files} ping files of {day} are corrupt and the others "
@@ -155,10 +168,10 @@ def _open_stores(settings: FillSettings) -> tuple[list[Store], CrashAggregatesEr
     opening = settings.db_url or "the database"
     try:
         if settings.db_url or not settings.parquet_url:
-            stores.append(open_store(settings.db_url))
+            stores.append(open_store(settings.db_url, family=settings.family))
         opening = settings.parquet_url or ""
         if settings.parquet_url:
-            stores.append(ParquetStore(settings.parquet_url))
+            stores.append(ParquetStore(settings.parquet_url, family=settings.family))
     except CrashAggregatesError as exc:
         return stores, exc
     except Exception as exc:  # a driver's error its store did not map (psycopg's UnicodeError)
@@ -331,7 +344,7 @@ class _Job:
         if any(run["status"] != "completed" or run["input_url"] not in inputs
                or run["run_id"] != last[0]["run_id"] for run in last):
             return False
-        self._done(DateReport(day, "skipped"))
+        self._done(DateReport(day, "skipped", family=self.settings.family))
         return True
 
     def _partitioned_dates(self, pings: PingStore, days: list[date]) -> None:
@@ -366,7 +379,7 @@ class _Job:
     def _spec(self, layout_date: date | None, wanted: list[date]) -> ScanSpec:
         return ScanSpec(layout_date, frozenset(wanted), self.settings.sample_below,
                         self.settings.dedupe, self.settings.max_aggregates,
-                        self.settings.on_corrupt_file == "skip")
+                        self.settings.on_corrupt_file == "skip", family=self.settings.family)
 
     def _partitioned_date(self, pings: PingStore, day: date) -> None:
         started, clock = datetime.now(UTC), time.monotonic()
@@ -438,11 +451,11 @@ class _Job:
                 raise _PartlyWritten(f"written to {done} but not to {redact_url(store.url)}: "
                                      f"{exc}", written) from None
         self._done(DateReport(day, "completed", counters, len(rows), seconds, None, undated,
-                              notes))
+                              notes, self.settings.family))
 
     def _failed_run(self, day: date, started: datetime, seconds: float, error: str,
                     undated: int = 0, corrupt_files: int = 0) -> RunRecord:
-        counters = {name: 0 for name in rules.COUNTERS}
+        counters = {name: 0 for name in families.family(self.settings.family).COUNTERS}
         if corrupt_files:
             counters[rules.CORRUPT_FILES] = corrupt_files
         return RunRecord(self.report.run_id, day, "failed", started, seconds, 0,
@@ -460,7 +473,8 @@ class _Job:
                 store.record_run(run)
             except CrashAggregatesError:
                 pass  # the failure is reported below all the same; the rows are untouched
-        self._done(DateReport(day, "failed", counters, 0, seconds, error, undated))
+        self._done(DateReport(day, "failed", counters, 0, seconds, error, undated,
+                              family=self.settings.family))
 
     def _done(self, report: DateReport) -> None:
         self.report.dates.append(report)

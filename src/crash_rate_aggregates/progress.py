@@ -7,7 +7,7 @@ import sys
 import time
 from typing import TextIO
 
-from . import rules
+from . import families, rules
 from .engines.local import Progress
 from .fill import DateReport
 from .redact import scrub
@@ -15,17 +15,22 @@ from .sources import PingFile
 
 
 def summary_line(report: DateReport) -> str:
-    """One line per date: its status, rows and every counter."""
+    """One line per date: its status, rows and every counter. A family other than legacy is
+    named after the status (`2025-06-02 ok (glean): ...`); legacy lines are as they were."""
     day = report.submission_date.isoformat()
+    named = "" if report.family == families.DEFAULT else f" ({report.family})"
     if report.status == "failed":
-        return f"{day} FAILED: {' '.join(scrub(str(report.error)).split())}"
+        return f"{day} FAILED{named}: {' '.join(scrub(str(report.error)).split())}"
     if report.status == "skipped":
-        return f"{day} skipped: its last run completed on the same input (--skip-existing)"
-    counts = " ".join(f"{name}={report.counters.get(name, 0)}" for name in rules.COUNTERS)
+        return (f"{day} skipped{named}: its last run completed on the same input "
+                "(--skip-existing)")
+    counters = families.family(report.family).COUNTERS
+    counts = " ".join(f"{name}={report.counters.get(name, 0)}" for name in counters)
     undated = f" undated(run)={report.undated}" if report.undated else ""
     corrupt = report.counters.get(rules.CORRUPT_FILES, 0)
     skipped = f" corrupt_files={corrupt} (skipped)" if corrupt else ""
-    return f"{day} ok: {report.rows} rows in {report.seconds:.1f}s; {counts}{undated}{skipped}"
+    return (f"{day} ok{named}: {report.rows} rows in {report.seconds:.1f}s; "
+            f"{counts}{undated}{skipped}")
 
 
 class ConsoleReporter:
@@ -51,7 +56,8 @@ class ConsoleReporter:
         started = time.monotonic()
         state = {"bytes": 0, "lines": 0, "last": started}
         if not self.tty:
-            self._say(f"{what}: reading {len(files)} files ({total / 1e6:.1f} MB)")
+            self._say(f"{what}: reading {len(files)} file{'' if len(files) == 1 else 's'} "
+                      f"({total / 1e6:.1f} MB)")
 
         def update(bytes_read: int, lines: int) -> None:
             self.lines += lines
@@ -119,7 +125,7 @@ class JsonReporter:
 
     def date_done(self, report: DateReport) -> None:
         record = {"submission_date": report.submission_date.isoformat(),
-                  "status": report.status, "rows": report.rows,
+                  "family": report.family, "status": report.status, "rows": report.rows,
                   "seconds": round(report.seconds, 3), "counters": report.counters,
                   "undated": report.undated,
                   "error": None if report.error is None else scrub(report.error),

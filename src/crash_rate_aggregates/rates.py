@@ -1,8 +1,11 @@
 """Crash rates with honest intervals, and candidate-versus-baseline comparisons.
 
-Pure functions on the 29 stats of docs/rules.md: the stats of one aggregate, or of several
-added key by key with `add_stats`. docs/rates.md explains the method to release engineers, with
-a worked example; this is the summary.
+Pure functions on the stats of docs/rules.md (29 for the legacy family, 45 for Glean): the
+stats of one aggregate, or of several added key by key with `add_stats`. Nothing here knows a
+ping format: a family's crash measures and stats are passed in (`measures=`, `names=`; the
+default is the legacy family's), and every crash measure is read the same way, from its count,
+client_<crash>_squared and client_<crash>_usage_hours. docs/rates.md explains the method to
+release engineers, with a worked example; this is the summary.
 
 Why not a plain Poisson interval: crashes cluster in clients. A client in a crash loop sends
 dozens of crash pings that are not independent events, so the total count varies far more than
@@ -54,13 +57,17 @@ a little.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from scipy import stats as _dist  # type: ignore[import-untyped]
 from scipy.special import betainc as _beta_fn  # type: ignore[import-untyped]
 
+# Only the defaults, for callers that give no family: the legacy family's measures and stats.
 from .rules import CRASH_MEASURES, STATS
+
+#: A family's crash measure names (families.Family.CRASH_MEASURES).
+Measures = Collection[str]
 
 #: The normal quantile of a two-sided 95% interval.
 Z95: float = float(_dist.norm.ppf(0.975))
@@ -77,10 +84,12 @@ NOT_ENOUGH_USAGE = "not enough usage yet"
 # -- stats ------------------------------------------------------------------------------------
 
 
-def add_stats(many: Iterable[Mapping[str, float]]) -> dict[str, float]:
-    """The key-wise sum of several aggregates' stats; each of the 29 stats is present (0 when
-    no input has it). Keys outside the 29 are summed too, so nothing is silently dropped."""
-    total = dict.fromkeys(STATS, 0.0)
+def add_stats(many: Iterable[Mapping[str, float]],
+              names: Iterable[str] = STATS) -> dict[str, float]:
+    """The key-wise sum of several aggregates' stats; each of the family's stats `names` is
+    present (0 when no input has it). Other keys are summed too, so nothing is silently
+    dropped."""
+    total = dict.fromkeys(names, 0.0)
     for stats in many:
         for key, value in stats.items():
             total[key] = total.get(key, 0.0) + float(value)
@@ -96,9 +105,9 @@ def whole(value: float) -> int | float:
     return int(value) if float(value).is_integer() else value
 
 
-def _check_crash(crash: str) -> None:
-    if crash not in CRASH_MEASURES:
-        raise ValueError(f"not a crash measure: {crash!r} (one of {', '.join(CRASH_MEASURES)})")
+def _check_crash(crash: str, measures: Measures) -> None:
+    if crash not in measures:
+        raise ValueError(f"not a crash measure: {crash!r} (one of {', '.join(measures)})")
 
 
 def _check_confidence(confidence: float) -> None:
@@ -115,10 +124,11 @@ def _z(confidence: float) -> float:
 # -- one rate ---------------------------------------------------------------------------------
 
 
-def robust_variance(stats: Mapping[str, float], crash: str) -> float:
+def robust_variance(stats: Mapping[str, float], crash: str,
+                    measures: Measures = CRASH_MEASURES) -> float:
     """The cluster-robust variance of crashes / usage_hours (per hour, squared), clients as
     clusters. Raises ValueError when there are no usage hours (no rate, no variance)."""
-    _check_crash(crash)
+    _check_crash(crash, measures)
     hours = _stat(stats, "usage_hours")
     if hours <= 0:
         raise ValueError("no usage hours: the crash rate is undefined")
@@ -140,7 +150,7 @@ def _design_effect(stats: Mapping[str, float], crash: str) -> float:
     crashes, hours = _stat(stats, crash), _stat(stats, "usage_hours")
     if crashes <= 0:
         return 1.0
-    return max(1.0, robust_variance(stats, crash) / (crashes / hours**2))
+    return max(1.0, robust_variance(stats, crash, (crash,)) / (crashes / hours**2))
 
 
 def effective_count(stats: Mapping[str, float], crash: str) -> float:
@@ -161,12 +171,13 @@ def exact_poisson_limits(count: float, confidence: float = 0.95) -> tuple[float,
 
 
 def naive_poisson_interval(
-    stats: Mapping[str, float], crash: str, confidence: float = 0.95, per: float = 1000.0
+    stats: Mapping[str, float], crash: str, confidence: float = 0.95, per: float = 1000.0,
+    measures: Measures = CRASH_MEASURES,
 ) -> tuple[float, float]:
     """Exact Poisson interval of the rate (per `per` hours) on the raw count, as if every crash
     were independent. For comparison only: it is too narrow when crashes cluster in clients.
     With no usage hours any rate is possible: (0, inf)."""
-    _check_crash(crash)
+    _check_crash(crash, measures)
     hours = _stat(stats, "usage_hours")
     if hours <= 0:
         return 0.0, math.inf
@@ -196,10 +207,12 @@ def crash_rate(
     confidence: float = 0.95,
     min_usage_hours: float = 100.0,
     per: float = 1000.0,
+    measures: Measures = CRASH_MEASURES,
 ) -> Rate:
-    """The rate of `crash` per `per` usage hours with its interval: Garwood limits of the
-    effective count C/d, scaled by d/H (see the module docstring)."""
-    _check_crash(crash)
+    """The rate of `crash` (one of the family's `measures`) per `per` usage hours with its
+    interval: Garwood limits of the effective count C/d, scaled by d/H (see the module
+    docstring)."""
+    _check_crash(crash, measures)
     _check_confidence(confidence)
     crashes, hours = whole(_stat(stats, crash)), _stat(stats, "usage_hours")
     clients = whole(_stat(stats, "client_count"))
@@ -237,11 +250,14 @@ def compare(
     confidence: float = 0.95,
     min_usage_hours: float = 1000.0,
     small_count: float = 20,
+    measures: Measures = CRASH_MEASURES,
 ) -> Comparison:
-    """Is the candidate's crash rate different from the baseline's?"""
-    options = {"confidence": confidence, "min_usage_hours": min_usage_hours}
-    new = crash_rate(candidate, crash, **options)
-    old = crash_rate(baseline, crash, **options)
+    """Is the candidate's crash rate (`crash`, one of the family's `measures`) different from
+    the baseline's?"""
+    new = crash_rate(candidate, crash, confidence=confidence, min_usage_hours=min_usage_hours,
+                     measures=measures)
+    old = crash_rate(baseline, crash, confidence=confidence, min_usage_hours=min_usage_hours,
+                     measures=measures)
     if not (new.enough_usage and old.enough_usage and new.usage_hours > 0
             and old.usage_hours > 0):
         return Comparison(crash, new, old, None, None, None, None, NOT_ENOUGH_USAGE)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 HIDDEN = "***"
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
@@ -45,7 +45,9 @@ def _userinfo_end(rest: str) -> int:
         parts = urlsplit("x://" + rest)
     except ValueError:  # an invalid IPv6 netloc and the like: the plain rule below
         parts = None
-    if parts is not None and "@" not in rest[len(parts.netloc):]:
+    # urlsplit drops tabs and line breaks: its netloc must be this very text to be used
+    if parts is not None and rest.startswith(parts.netloc) \
+            and "@" not in rest[len(parts.netloc):]:
         at = parts.netloc.rfind("@")
         return at if parts.password is not None else -1
     at = rest.rfind("@")
@@ -65,6 +67,35 @@ def redact_url(url: str) -> str:
             shown = user if user and not re.search(r"[/?#\s]", user) else HIDDEN
             url = f"{match.group()}{shown}:{HIDDEN}@{rest[at + 1:]}"
     return _SECRET_PARAMS.sub(lambda m: f"{m[1]}={HIDDEN}", url)
+
+
+#: What a password may hold as it is; the rest (`/ ? # @ [ ]`, spaces...) is percent-encoded.
+_USERINFO_SAFE = "%!$&'()*+,;=:"
+
+
+def encode_userinfo(url: str) -> str:
+    """`url` as a driver can parse it: a user or password pasted with a raw `/`, `?`, `#` or
+    `@` (which ends the host part for libpq, urllib and smtplib alike) percent-encoded, as the
+    same rule `redact_url` reads them by. A URL without such a character is returned as is,
+    so an already encoded password (`p%40ss`) is never encoded twice."""
+    match = _SCHEME.match(url)
+    if match is None:
+        return url
+    rest = url[match.end():]
+    at = _userinfo_end(rest)
+    if at < 0:
+        return url
+    user, _, password = rest[:at].partition(":")
+    if not re.search(r"[/?#@\[\]\s]", user + password):
+        return url
+    return (f"{match.group()}{_encoded(user, _USERINFO_SAFE.replace(':', ''))}:"
+            f"{_encoded(password, _USERINFO_SAFE)}@{rest[at + 1:]}")
+
+
+def _encoded(text: str, safe: str) -> str:
+    """`text` percent-encoded, keeping what already is an escape (`%40`); a `%` that starts
+    none is encoded too (a driver refuses it, quoting the password's text around it)."""
+    return quote(re.sub(r"%(?![0-9A-Fa-f]{2})", "%25", text), safe=safe)
 
 
 def _raw_password(url: str) -> str | None:
@@ -104,6 +135,14 @@ def remember(*urls: str | None) -> None:
             password = _raw_password(url)
             if password and _CUTTING.search(password) and len(password) > _MIN_PIECE:
                 _cut.add(password)
+
+
+def forget() -> None:
+    """Forget every remembered secret: for a process that runs several commands in turn (a
+    test suite, a scheduler's worker), so that one command's passwords do not blank out words
+    of the next one's messages."""
+    _remembered.clear()
+    _cut.clear()
 
 
 def remember_secret(secret: str) -> None:

@@ -8,11 +8,23 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from .reports import CRASHES, ComparisonReport, flat_rows
+from .reports import ComparisonReport, flat_rows
 
 _SHORT = {"main_crashes": "main", "content_crashes": "content", "plugin_crashes": "plugin",
           "gmplugin_crashes": "gmplugin", "content_shutdown_crashes": "shutdown",
-          "gpu_crashes": "gpu"}
+          "gpu_crashes": "gpu",
+          # Glean's: startup crashes are a part of main's, counted in both.
+          "startup_crashes": "startup (of main)"}
+
+
+def short_name(crash: str) -> str:
+    """A crash type's column or row label: `rdd_crashes` -> `rdd`."""
+    return _SHORT.get(crash, crash.removesuffix("_crashes"))
+
+
+def _crash_types(rows: list[dict[str, Any]]) -> list[str]:
+    """The crash types of rate rows (their dict values), in their order: the family's."""
+    return [key for key, value in rows[0].items() if isinstance(value, dict)] if rows else []
 
 
 def _number(value: float | None, digits: int = 2) -> str:
@@ -46,9 +58,11 @@ def render_rates(rows: list[dict[str, Any]], by: list[str], output: str) -> str:
             writer.writeheader()
             writer.writerows(flat)
         return buffer.getvalue().rstrip("\n")
-    header = [*by, "usage hours", "clients", *(_SHORT[c] + " /1000h [95%]" for c in CRASHES)]
+    crashes = _crash_types(rows)
+    header = [*by, "usage hours", "clients",
+              *(short_name(c) + " /1000h [95%]" for c in crashes)]
     body = [[*(str(row.get(d) or "(none)") for d in by), _number(row["usage_hours"], 0),
-             _number(row["client_count"], 0), *(_interval(row[c]) for c in CRASHES)]
+             _number(row["client_count"], 0), *(_interval(row[c]) for c in crashes)]
             for row in rows]
     return table(header, body) if body else "no aggregates match"
 
@@ -57,7 +71,8 @@ def render_comparison(report: ComparisonReport, output: str) -> str:
     if output == "json":
         return json.dumps(report.as_dict(), indent=1, default=str)
     head = (f"{report.dimension} {report.candidate} against {report.baseline}"
-            + (f" on {report.channel}" if report.channel else ""))
+            + (f" on {report.channel}" if report.channel else "")
+            + (f" ({report.family} pings)" if report.family != "legacy" else ""))
     if report.candidate_dates and report.baseline_dates:
         head += (f" (activity {report.candidate_dates[0]}..{report.candidate_dates[1]} "
                  f"against {report.baseline_dates[0]}..{report.baseline_dates[1]})")
@@ -70,7 +85,7 @@ def render_comparison(report: ComparisonReport, output: str) -> str:
     for result in report.results:
         ratio = ("-" if result.ratio is None else
                  f"{result.ratio:.2f} [{_bound(result.lower)}, {_bound(result.upper)}]")
-        rows.append([_SHORT[result.crash], _interval(_cell(result.candidate)),
+        rows.append([short_name(result.crash), _interval(_cell(result.candidate)),
                      _interval(_cell(result.baseline)), ratio, _p_value(result.p_value),
                      result.verdict])
     return head + "\n\n" + table(

@@ -1,5 +1,10 @@
 """Rates and comparisons read from a store: what the `rates` and `compare` commands, the
-dashboard and the API show. Sums come from the store's read side; the maths from rates.py."""
+dashboard and the API show. Sums come from the store's read side; the maths from rates.py.
+
+Every function reads one ping family: the store's (`store.family`, or the query's for
+`rate_rows`), whose crash measures (`CRASH_MEASURES`) are the crash types shown. For Glean,
+`startup_crashes` is one of them: startup crashes are a part of the main crashes, shown beside
+them, never added to them."""
 
 from __future__ import annotations
 
@@ -9,18 +14,27 @@ from dataclasses import asdict, dataclass
 from datetime import date, timedelta
 from typing import Any
 
-from . import rates, rules
+from . import families, rates, rules
 from .errors import CrashAggregatesError, UsageError
 from .stores.base import ReadableStore
 from .stores.queries import DateKind, StatsQuery
 
+#: The legacy family's crash types (the default of callers that name no family).
 CRASHES = rules.CRASH_MEASURES
 
 
+def crash_types(family: str) -> tuple[str, ...]:
+    """The crash types a family's rates and comparisons show, in the family's order."""
+    return families.family(family).CRASH_MEASURES
+
+
 def rate_rows(store: ReadableStore, query: StatsQuery,
-              crashes: Sequence[str] = CRASHES) -> list[dict[str, Any]]:
+              crashes: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """One dict per group: its dimension values (and date), usage, clients, and per crash type
-    the rate per 1,000 usage hours with its 95% interval."""
+    (default: those of the query's family) the rate per 1,000 usage hours with its 95%
+    interval."""
+    measures = crash_types(query.family)
+    crashes = measures if crashes is None else crashes
     out = []
     names = (["date"] if query.per_date else []) + list(query.by)
     for group, stats in store.sum_stats(query):
@@ -28,7 +42,7 @@ def rate_rows(store: ReadableStore, query: StatsQuery,
         row["usage_hours"] = stats["usage_hours"]
         row["client_count"] = rates.whole(stats["client_count"])
         for crash in crashes:
-            rate = rates.crash_rate(stats, crash)
+            rate = rates.crash_rate(stats, crash, measures=measures)
             row[crash] = {"crashes": rate.crashes, "rate": rate.rate, "lower": rate.lower,
                           "upper": rate.upper, "method": rate.method,
                           "enough_usage": rate.enough_usage}
@@ -37,14 +51,15 @@ def rate_rows(store: ReadableStore, query: StatsQuery,
 
 
 def flat_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Rows with one column per crash type and figure (for CSV and tables)."""
+    """Rows with one column per crash type and figure (for CSV and tables); the crash types
+    are the row's (its dict values), whatever the family."""
     flat = []
     for row in rows:
         out = {k: v for k, v in row.items() if not isinstance(v, dict)}
-        for crash in CRASHES:
-            if crash in row:
+        for crash, cell in row.items():
+            if isinstance(cell, dict):
                 for key in ("crashes", "rate", "lower", "upper"):
-                    out[f"{crash}_{key}" if key != "crashes" else crash] = row[crash][key]
+                    out[f"{crash}_{key}" if key != "crashes" else crash] = cell[key]
         flat.append(out)
     return flat
 
@@ -53,6 +68,10 @@ def natural_key(value: str) -> tuple[Any, ...]:
     """Versions in numeric order: 9.0 < 45.0 < 100.0a1."""
     return tuple((0, int(part), "") if part.isdigit() else (1, 0, part)
                  for part in re.findall(r"\d+|\D+", value))
+
+
+class NoEarlierBuild(UsageError):
+    """The candidate is the first build or version of its channel: a baseline must be given."""
 
 
 class NoDataError(CrashAggregatesError):
@@ -73,6 +92,7 @@ class ComparisonReport:
     # left out of the comparison (None otherwise).
     candidate_hours_before_build: float | None = None
     baseline_hours_before_build: float | None = None
+    family: str = families.DEFAULT
 
     @property
     def regression(self) -> bool:
@@ -89,7 +109,7 @@ def parse_pair(text: str) -> tuple[str, str]:
     name, sep, value = text.partition("=")
     if not sep or not value:
         raise UsageError(f"{text!r}: write DIMENSION=VALUE, e.g. build_id=20160302030211")
-    StatsQuery(by=(name,))  # checks the name
+    StatsQuery(by=(name,))  # checks the name (of any family: the query checks it again)
     return name, value
 
 
@@ -97,19 +117,20 @@ def previous_value(store: ReadableStore, dimension: str, candidate: str,
                    channel: str | None) -> str:
     """The value of `dimension` just before the candidate on the same channel."""
     where = {"channel": channel} if channel else {}
-    values = [group[0] for group, _ in store.sum_stats(StatsQuery(by=(dimension,),
-                                                                  where=where))]
+    values = [group[0] for group, _ in store.sum_stats(
+        StatsQuery(by=(dimension,), where=where, family=store.family))]
     earlier = sorted((v for v in values if isinstance(v, str)
                       and natural_key(v) < natural_key(candidate)), key=natural_key)
     if not earlier:
-        raise UsageError(f"no earlier {dimension} than {candidate}"
+        raise NoEarlierBuild(f"no earlier {dimension} than {candidate}"
                          + (f" on {channel}" if channel else "") + ": give --baseline")
     return earlier[-1]
 
 
 def main_channel(store: ReadableStore, dimension: str, value: str) -> str | None:
     """The channel with the most usage for a build or version."""
-    found = store.sum_stats(StatsQuery(by=("channel",), where={dimension: value}))
+    found = store.sum_stats(StatsQuery(by=("channel",), where={dimension: value},
+                                       family=store.family))
     ranked = sorted(((s["usage_hours"], g[0]) for g, s in found if g[0]), reverse=True)
     return str(ranked[0][1]) if ranked else None
 
@@ -152,7 +173,7 @@ def _first_build_date(store: ReadableStore, pair: tuple[str, str],
         raise UsageError(f"days since release count from a build's date: compare build_id=... "
                          f"or build_version=..., not {dimension}")
     ids = sorted(str(group[0]) for group, _ in store.sum_stats(
-        StatsQuery(by=("build_id",), where=where)) if group[0])
+        StatsQuery(by=("build_id",), where=where, family=store.family)) if group[0])
     if not ids:
         raise NoDataError(f"no data for {_described(pair, where.get('channel'))} in any "
                           "activity date")
@@ -165,24 +186,27 @@ def _side_over(store: ReadableStore, pair: tuple[str, str], channel: str | None,
     """Summed stats of a build over the given dates, or over its first N days counted from
     its build date; NoDataError when it has no row there."""
     where = {**({"channel": channel} if channel else {}), pair[0]: pair[1]}
+    names = families.family(store.family).STATS
     if days_since_release is None:
         per_day = store.sum_stats(StatsQuery(first=first, last=last, where=where,
-                                             date_kind=date_kind, per_date=True))
+                                             date_kind=date_kind, per_date=True,
+                                             family=store.family))
         if not per_day:
             raise NoDataError(f"no data for {_described(pair, channel)} in "
                               + _dates_text(date_kind, first, last))
-        return _Side(rates.add_stats(s for _, s in per_day))
+        return _Side(rates.add_stats((s for _, s in per_day), names))
     release = _first_build_date(store, pair, where)
     until = release + timedelta(days=days_since_release - 1)
     dated = [(date.fromisoformat(str(g[0])), s) for g, s in store.sum_stats(
-        StatsQuery(where=where, date_kind="activity", per_date=True))]
+        StatsQuery(where=where, date_kind="activity", per_date=True, family=store.family))]
     chosen = [s for day, s in dated if release <= day <= until]
     if not chosen:
         raise NoDataError(f"no data for {_described(pair, channel)} in "
                           + _dates_text("activity", release, until)
                           + f" (its first {days_since_release} days since its build date)")
     early = sum(s["usage_hours"] for day, s in dated if day < release)
-    return _Side(rates.add_stats(chosen), (release.isoformat(), until.isoformat()), early)
+    return _Side(rates.add_stats(chosen, names), (release.isoformat(), until.isoformat()),
+                 early)
 
 
 def _dates_text(date_kind: str, first: date | None, last: date | None) -> str:
@@ -199,8 +223,8 @@ def compare_builds(store: ReadableStore, candidate: tuple[str, str],
                    days_since_release: int | None = None, date_kind: DateKind = "submission",
                    min_usage_hours: float = 1000.0) -> ComparisonReport:
     """Candidate against baseline (by default the previous value on the same channel), per
-    crash type. With `days_since_release`, each side covers its first N activity days from its
-    build date. NoDataError when either side has no row in its dates."""
+    crash type of the store's family. With `days_since_release`, each side covers its first N
+    activity days from its build date. NoDataError when either side has no row in its dates."""
     dimension, value = candidate
     channel = channel or main_channel(store, dimension, value)
     span = (first, last, days_since_release, date_kind)
@@ -208,7 +232,9 @@ def compare_builds(store: ReadableStore, candidate: tuple[str, str],
     if baseline is None:
         baseline = (dimension, previous_value(store, dimension, value, channel))
     old = _side_over(store, baseline, channel, *span)
-    results = [rates.compare(new.stats, old.stats, crash, min_usage_hours=min_usage_hours)
-               for crash in CRASHES]
+    measures = crash_types(store.family)
+    results = [rates.compare(new.stats, old.stats, crash, min_usage_hours=min_usage_hours,
+                             measures=measures) for crash in measures]
     return ComparisonReport(dimension, value, baseline[1], channel, new.dates, old.dates,
-                            results, new.hours_before_build, old.hours_before_build)
+                            results, new.hours_before_build, old.hours_before_build,
+                            store.family)

@@ -29,6 +29,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from .errors import UsageError
+from .families import FAMILIES
 from .redact import remember, remember_secret
 from .stores.base import DEFAULT_DB, redact
 
@@ -77,6 +78,11 @@ SETTINGS: tuple[Setting, ...] = (
             "URL (`s3://`, `gs://`, `az://`).", secret=True),
     Setting("input", str, None,
             "`fill`: the ping store to read, a folder or an fsspec URL.", secret=True),
+    Setting("family", str, None,
+            "Ping family: `legacy` (crash and main pings) or `glean` (Glean crash and "
+            "baseline pings), each in its own tables. `fill` reads that family (unset: "
+            "`legacy`); `rates`, `compare`, `watchdog` and `serve` read it (unset: the one "
+            "family the store holds, else `legacy`).", choices=tuple(FAMILIES)),
     Setting("workers", int, None,
             "`fill`: worker processes reading ping files (unset: the CPU count).", minimum=1),
     Setting("parallel_dates", int, 1,
@@ -129,6 +135,7 @@ class Settings:
     db: str
     parquet: str | None
     input: str | None
+    family: str | None
     workers: int | None
     parallel_dates: int
     log_format: str

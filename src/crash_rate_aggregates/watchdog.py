@@ -27,6 +27,10 @@ Duplicates and sampled-out pings are in neither: they are valid pings set aside 
 The same-weekday history of a date D is D - 7, D - 14, ... D - 7 * weeks, counting only the
 dates that have a completed run. With fewer than `min_history` (2) of them the comparison is
 skipped, and the finding says so. Nothing here writes anything: the module only reads stores.
+
+The watchdog checks one ping family, the store's (`store.family`): its runs, its rows and its
+Parquet partitions. Both families count their lines in the same counters (Glean baseline pings
+in main_*, crash pings in crash_*), so the checks are the same.
 """
 
 from __future__ import annotations
@@ -130,6 +134,7 @@ class WatchdogReport:
     last: date
     thresholds: Thresholds
     findings: list[Finding] = field(default_factory=list)
+    family: str = "legacy"
 
     @property
     def ok(self) -> bool:
@@ -145,10 +150,12 @@ class WatchdogReport:
         total = len(self.findings)
         skipped = sum(1 for finding in self.findings if finding.skipped)
         note = f", {skipped} skipped" if skipped else ""
-        period = f"watchdog {self.first} to {self.last}"
+        named = "" if self.family == "legacy" else f" ({self.family} pings)"
+        period = f"watchdog{named} {self.first} to {self.last}"
         failures = self.failures
         if not failures:
-            return f"{period}: all {total} checks passed{note}"
+            # the skipped ones could not be made (too little history): not passes
+            return f"{period}: {total - skipped} of {total} checks passed{note}"
         days = sorted({finding.day.isoformat() for finding in failures})
         return (f"{period}: {len(failures)} of {total} checks FAILED{note} "
                 f"(on {', '.join(days)})")
@@ -161,7 +168,8 @@ class WatchdogReport:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready: ok, period, thresholds, summary and every finding."""
-        return {"ok": self.ok, "first": self.first.isoformat(), "last": self.last.isoformat(),
+        return {"ok": self.ok, "family": self.family, "first": self.first.isoformat(),
+                "last": self.last.isoformat(),
                 "thresholds": asdict(self.thresholds), "summary": self.summary,
                 "findings": [finding.as_dict() for finding in self.findings]}
 
@@ -183,14 +191,15 @@ def check(store: ReadableStore, days: int, *, today: date | None = None,
     usage = _usage_by_day(store, wanted[0], last)
     markers = _markers(parquet) if parquet is not None else None
     history = _History(runs, usage, thresholds)
-    report = WatchdogReport(first, last, thresholds)
+    report = WatchdogReport(first, last, thresholds, family=store.family)
     for day in checked:
         report.findings.extend(_check_day(day, history, parquet, markers))
     return report
 
 
 def _usage_by_day(store: ReadableStore, first: date, last: date) -> dict[date, float]:
-    found = store.sum_stats(StatsQuery(first=first, last=last, per_date=True))
+    found = store.sum_stats(StatsQuery(first=first, last=last, per_date=True,
+                                       family=store.family))
     return {date.fromisoformat(str(group[0])): stats["usage_hours"] for group, stats in found}
 
 

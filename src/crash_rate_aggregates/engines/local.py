@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from .. import faults, rules
+from .. import families, faults, rules
 from ..aggregation import DateAggregator, DateBatch, FrozenBatch
 from ..errors import CrashAggregatesError, InputError
 from ..sources import PingFile, PingStore, iter_lines
@@ -41,7 +41,8 @@ class ScanSpec:
     """What a scan reads and how.
 
     `layout_date` is the submission date of every ping read (partitioned layout), or None
-    (flat layout: each ping's own date, kept when in `wanted`).
+    (flat layout: each ping's own date, kept when in `wanted`). `family` names the ping
+    family whose rules read the lines (`families.FAMILIES`).
     """
 
     layout_date: date | None
@@ -50,6 +51,7 @@ class ScanSpec:
     dedupe: bool = True
     max_aggregates: int = 2_000_000
     skip_corrupt: bool = False  # a file that cannot be read: count it and go on, or fail
+    family: str = families.DEFAULT
 
 
 @dataclass(frozen=True)
@@ -93,8 +95,8 @@ def file_outcomes(store: PingStore, file: PingFile, spec: ScanSpec
     """(line number, compressed bytes read, outcome) for every non-blank line of a file; the
     outcome is None for a ping of a date not asked for, and BLANK_LINES (counted nowhere: SPEC
     skips blank lines) now and then in a stretch of blank lines, so that progress goes on.
-    Both engines read files through this."""
-    evaluate = rules.evaluate_line
+    Both engines read files through this, with the rules of the spec's family."""
+    evaluate = families.family(spec.family).evaluate_line
     for number, (line, position) in enumerate(iter_lines(store, file)):
         if not line:
             yield number, position, BLANK_LINES
@@ -129,7 +131,7 @@ def scan_file(store: PingStore, file: PingFile, spec: ScanSpec) -> Iterator[Chun
             continue
         batch = batches.get(day)
         if batch is None:
-            batch = batches[day] = DateBatch()
+            batch = batches[day] = DateBatch(spec.family)
         batch.add(outcome)
         records += 1
         if records >= CHUNK_RECORDS:
@@ -157,7 +159,8 @@ class _Folder:
         found = self.result.aggregators.get(day)
         if found is None:
             found = self.result.aggregators[day] = DateAggregator(
-                dedupe=self._spec.dedupe, max_aggregates=self._spec.max_aggregates, day=day)
+                dedupe=self._spec.dedupe, max_aggregates=self._spec.max_aggregates, day=day,
+                family=self._spec.family)
         return found
 
     def corrupt(self, spec: ScanSpec, message: str) -> None:

@@ -1,22 +1,27 @@
 """The Spark engine: the same rules and the same rows, spread over a SparkSession.
 
 The driver lists the day's files (as the local engine does) and makes one task per file.
-Each task reads its file's bytes with `sources.iter_lines` and applies `rules.evaluate_line`:
-the one rules module, shipped to the executors with the package, never rewritten as Spark
-expressions. Bytes, not Spark's text reader, because the text reader decodes lines as UTF-8 and
-silently replaces invalid bytes, which would turn malformed lines into pings.
+Each task reads its file's bytes with `sources.iter_lines` and applies the spec's family's
+`evaluate_line` (`rules` for legacy pings, `families.glean`): the one rules module, shipped
+to the executors with the package, never rewritten as Spark expressions. Bytes, not Spark's
+text reader, because the text reader decodes lines as UTF-8 and silently replaces invalid
+bytes, which would turn malformed lines into pings.
 
-Then, in one Spark job of three reduces, without collecting pings to the driver:
+Then, in one Spark job of three reduces (four for a family with crash ids), without
+collecting pings to the driver:
 
 1. dedupe: pings with a document id are reduced by (date, id) to the copy read first (lowest
    file index, then line number: the order the local engine reads them in with one worker),
    counting the copies; counters of lines that were final where they were read ride along;
+   then (Glean) the pings kept that have a crash id (minidump hash) are reduced by (date,
+   crash id) the same way;
 2. kept pings become counts of their kind, and processed ones their measures and squares,
    summed per (date, key, client);
-3. each client's sums become its share of the 29 stats, summed per (date, key). Only those
-   aggregates and the counters reach the driver.
+3. each client's sums become its share of the family's stats, summed per (date, key). Only
+   those aggregates and the counters reach the driver.
 
-Every sum is of integers (the rules' measures; usage in seconds), in Python's exact arithmetic,
+Every sum is of integers (the family's measures: legacy usage in seconds, Glean usage in
+nanoseconds), in Python's exact arithmetic,
 so the order in which Spark combines values never shows; the driver divides each total once
 by its unit (`aggregation.stats_from_totals`), as the local engine does: the same floats.
 
@@ -33,7 +38,7 @@ from collections.abc import Iterable, Iterator
 from datetime import date
 from typing import Any
 
-from .. import faults, rules
+from .. import families, faults, rules
 from ..aggregation import Aggregate, client_hash, hash64, stats_from_totals
 from ..errors import InputError, UsageError
 from ..sources import PingFile, PingStore
@@ -44,7 +49,6 @@ SESSION_STARTING = faults.define("spark.session_starting", "the Spark session (a
 JOB_STARTING = faults.define("spark.job_starting", "the session is up and the day's Spark job "
                              "is about to run")
 DateRows = dict[date, tuple[list[Aggregate], dict[str, int], list[str]]]
-_N = len(rules.MEASURES)
 _KINDS = (rules.MAIN_PROCESSED, rules.MAIN_IGNORED, rules.CRASH_PROCESSED, rules.CRASH_IGNORED)
 
 
@@ -81,8 +85,9 @@ def _read_file(store_url: str, spec: ScanSpec, indexed: Iterable[tuple[int, Ping
     - (("id", date, id hash), (record, 1)) for pings with a document id (to dedupe);
     - (("once", date, order), (record, 1)) for pings without one.
 
-    A record is (date ordinal, order, kind, key, client, measures); `order` is (file index, line
-    number), the order in which the local engine reads lines with one worker.
+    A record is (date ordinal, order, kind, key, client, measures, crash id hash or None);
+    `order` is (file index, line number), the order in which the local engine reads lines with
+    one worker.
     """
     store = PingStore(store_url)
     corrupt: Counter[tuple[int | None, str]] = Counter()
@@ -113,9 +118,10 @@ def _file_items(store: PingStore, file_index: int, file: PingFile, spec: ScanSpe
             continue
         order = (file_index, line_number)
         client = client_hash(outcome.client_id) if outcome.key is not None else 0
+        crash_id = outcome.crash_id
         record = (day.toordinal(), order, _KINDS.index(outcome.counter), outcome.key,
                   client if client else order,  # no client id: a client of its own
-                  outcome.measures)
+                  outcome.measures, hash64(crash_id) if crash_id is not None else None)
         if outcome.doc_id is None:
             yield ("once", day.toordinal(), order), (record, 1)
         else:
@@ -132,6 +138,16 @@ def _first_read(a: Any, b: Any) -> Any:
     return keep, a[1] + b[1]
 
 
+def _by_crash_id(item: tuple[tuple[Any, ...], Any]) -> tuple[tuple[Any, ...], Any]:
+    """The second dedupe key: a ping kept by document id that has a crash id goes under
+    (date, crash id); everything else keeps its key (unique after the first reduce)."""
+    key, value = item
+    if key[0] == "count" or value[0][6] is None:
+        return item
+    record = value[0]
+    return ("crash", record[0], record[6]), value
+
+
 def _after_dedupe(item: tuple[tuple[Any, ...], Any]) -> Iterator[tuple[tuple[Any, ...], Any]]:
     """Counts go on; a kept ping becomes its kind's count, the count of its extra copies, and
     (processed pings) its measures and squares under (date, key, client)."""
@@ -139,7 +155,7 @@ def _after_dedupe(item: tuple[tuple[Any, ...], Any]) -> Iterator[tuple[tuple[Any
     if key[0] == "count":
         yield key, value
         return
-    (day, _, kind, agg_key, client, measures), copies = value
+    (day, _, kind, agg_key, client, measures, _), copies = value
     yield ("count", day, _KINDS[kind]), 1
     if copies > 1:
         yield ("count", day, rules.DUPLICATES), copies - 1
@@ -155,14 +171,16 @@ def _sum(a: Any, b: Any) -> Any:
 
 
 def _client_to_key(item: tuple[tuple[Any, ...], Any]) -> tuple[tuple[Any, ...], Any]:
-    """A client's sums within an aggregate become its share of the aggregate's 29 stats."""
+    """A client's sums within an aggregate (its N measures, then N - 1 squares) become its
+    share of the aggregate's stats."""
     key, sums = item
     if key[0] == "count":
         return key, sums
     _, day, agg_key, _ = key
+    n = (len(sums) + 1) // 2
     usage = sums[1]
-    return ("stats", day, agg_key), (*sums, 1, *(s * s for s in sums[1:_N]),
-                                     *(c * usage for c in sums[2:_N]))
+    return ("stats", day, agg_key), (*sums, 1, *(s * s for s in sums[1:n]),
+                                     *(c * usage for c in sums[2:n]))
 
 
 def scan_spark(spark: Any, store_url: str, files: list[PingFile], spec: ScanSpec
@@ -179,14 +197,19 @@ def scan_spark(spark: Any, store_url: str, files: list[PingFile], spec: ScanSpec
 
 def _scan(spark: Any, store_url: str, files: list[PingFile], spec: ScanSpec
           ) -> tuple[DateRows, int]:
-    # One job, three reduces: dedupe (and counts), per client, per aggregate. Fewer, larger
-    # stages: Spark's cost here is per task, not per record.
+    # One job, three reduces: dedupe (and counts), per client, per aggregate; one more for the
+    # crash ids of a family that has them. Fewer, larger stages: Spark's cost here is per task,
+    # not per record.
+    family = families.family(spec.family)
     context = spark.sparkContext
     partitions = max(1, context.defaultParallelism)
     faults.fault_point(JOB_STARTING)
-    results = (context.parallelize(list(enumerate(files)), max(1, len(files)))
+    deduped = (context.parallelize(list(enumerate(files)), max(1, len(files)))
                .mapPartitions(lambda part: _read_file(store_url, spec, part))
-               .reduceByKey(_first_read, partitions)
+               .reduceByKey(_first_read, partitions))
+    if family.CRASH_IDS and spec.dedupe:
+        deduped = deduped.map(_by_crash_id).reduceByKey(_first_read, partitions)
+    results = (deduped
                .flatMap(_after_dedupe)
                .reduceByKey(_sum, partitions)
                .map(_client_to_key)
@@ -196,11 +219,11 @@ def _scan(spark: Any, store_url: str, files: list[PingFile], spec: ScanSpec
     totals = [((key[1], key[2]), value) for key, value in results if key[0] == "stats"]
 
     wanted = [spec.layout_date] if spec.layout_date is not None else sorted(spec.wanted)
-    out: DateRows = {day: ([], {name: 0 for name in rules.COUNTERS}, []) for day in wanted}
+    out: DateRows = {day: ([], {name: 0 for name in family.COUNTERS}, []) for day in wanted}
     for (day_ordinal, key), values in totals:
-        activity, dims = rules.key_to_row(key)
+        activity, dims = family.key_to_row(key)
         rows = out[date.fromordinal(day_ordinal)][0]
-        rows.append(Aggregate(activity, dims, stats_from_totals(values)))
+        rows.append(Aggregate(activity, dims, stats_from_totals(values, spec.family)))
     undated = 0
     for (day_ordinal, counter), count in counts.items():
         if day_ordinal is None:

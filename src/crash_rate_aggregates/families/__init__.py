@@ -2,7 +2,8 @@
 
 A family module holds its counters (`COUNTERS`, the legacy names), its dimension table
 (`DIMENSIONS`, `DIMENSION_NAMES`), its measures and stats (`MEASURES`, `MEASURE_UNITS`,
-`SQUARED_MEASURES`, `CRASH_MEASURES`, `STATS`) and two functions: `evaluate_line`, one line to
+`SQUARED_MEASURES`, `CRASH_MEASURES`, `STATS`), whether its outcomes carry a second
+duplicate key (`CRASH_IDS`: `Outcome.crash_id`), and two functions: `evaluate_line`, one line to
 an `Outcome` (the engines' call), and `key_to_row`, an aggregate key to its stored form.
 `rules` is the legacy family (SPEC sections 3 to 5), `families.glean` the Glean one (section 8).
 Adding a family is one new module and one line in `FAMILIES`.
@@ -29,6 +30,7 @@ class Family(Protocol):
     SQUARED_MEASURES: tuple[str, ...]
     CRASH_MEASURES: tuple[str, ...]
     STATS: tuple[str, ...]
+    CRASH_IDS: bool
 
     def evaluate_line(self, line: bytes | memoryview, layout_date: date | None,
                       wanted: Container[date] | None = None, sample_below: float | None = None,

@@ -49,7 +49,8 @@ __all__ = [
     "DUPLICATES", "MAIN_IGNORED", "MAIN_PROCESSED", "MALFORMED_LINES", "OTHER_DOC_TYPE",
     "SAMPLED_OUT", "UNDATED", "NAME", "TABLE", "Key", "Outcome", "GleanOutcome", "Dimension",
     "DIMENSIONS", "DIMENSION_NAMES", "MEASURES", "MEASURE_UNITS", "SQUARED_MEASURES",
-    "CRASH_MEASURES", "STATS", "NANOSECONDS_PER_HOUR", "TIME_UNITS", "EMPTY_FILE_SHA256",
+    "CRASH_MEASURES", "STATS", "CRASH_IDS", "NANOSECONDS_PER_HOUR", "TIME_UNITS",
+    "EMPTY_FILE_SHA256",
     "FIELDS_READ", "FIELD_INDEX", "parse_line", "fields_of", "evaluate_line", "evaluate_fields",
     "evaluate_doc", "ping_type", "minidump_hash", "parse_submission_timestamp", "activity_date",
     "usage_nanoseconds", "crash_measure", "key_to_row",
@@ -196,20 +197,15 @@ SECONDS_PER_TICK = 5
 MAX_USAGE_NANOSECONDS = 100_000 * NANOSECONDS_PER_SECOND
 #: SHA-256 of an empty file: a crash without a minidump, never a duplicate by its hash.
 EMPTY_FILE_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+#: Outcomes carry a second duplicate key, `crash_id`: a crash ping's minidump hash.
+CRASH_IDS = True
 
 # -- outcome ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class GleanOutcome(Outcome):
-    """An `Outcome` with a second duplicate key: `crash_id`, the minidump hash of a crash ping,
-    checked (by the engine) only for pings that are not duplicates by `doc_id`."""
-
-    crash_id: str | None = None
-
-    @property
-    def dedupable(self) -> bool:
-        return self.doc_id is not None or self.crash_id is not None
+#: A Glean outcome is an `Outcome` whose `crash_id` (second duplicate key, checked by the engine
+#: only for pings that are not duplicates by `doc_id`) is a crash ping's minidump hash.
+GleanOutcome = Outcome
 
 
 # -- reading a ping -----------------------------------------------------------------------------
@@ -261,7 +257,7 @@ def _ids(paths: tuple[Path, ...]) -> tuple[int, ...]:
     return tuple(FIELD_INDEX[path] for path in paths)
 
 
-_OBJECT, _ARRAY = rules._OBJECT, rules._ARRAY
+_OBJECT, _ARRAY = rules.OBJECT, rules.ARRAY
 
 
 def _pick(obj: Any, tree: dict[str, Node], out: list[Any]) -> None:
@@ -312,7 +308,7 @@ def parse_line(line: bytes | memoryview) -> Fields | None:
     object). The legacy family's decoder: simdjson validates the whole line and only the places
     read become Python objects."""
     try:
-        doc = rules._PARSER.parse(line)
+        doc = rules.PARSER.parse(line)
     except (ValueError, RuntimeError):  # RuntimeError: too deep, or an integer over 64 bits
         return None
     try:
@@ -473,6 +469,31 @@ def _dimension_values(fields: Fields, places: tuple[tuple[int, ...], ...]
 # -- the rules ----------------------------------------------------------------------------------
 
 
+#: What a crash or baseline ping cannot do without (rule 1): its type names and the keys that
+#: tell its type, in both spellings. JSON can spell them otherwise only with escapes.
+_TYPE_MARKS = (b"crash", b"baseline", b"active_ticks")
+
+
+def _surely_another_type(line: bytes | memoryview) -> bool:
+    """True when the line cannot be a crash or baseline ping: none of `_TYPE_MARKS` in its
+    bytes, and no backslash (an escape could spell one). Such a line, a ping of another type
+    in a stream of them all, needs no walk through its fields: a quarter of a synthetic day."""
+    text = line if type(line) is bytes else bytes(line)
+    return b"\\" not in text and not any(mark in text for mark in _TYPE_MARKS)
+
+
+def _is_object(line: bytes | memoryview) -> bool:
+    """Whether the line is valid JSON (as `parse_line` checks it) and an object."""
+    try:
+        doc = rules.PARSER.parse(line)
+    except (ValueError, RuntimeError):
+        return False
+    try:
+        return type(doc) is _OBJECT
+    finally:
+        del doc  # the parser is reused: no view into its buffer may outlive this call
+
+
 def evaluate_line(
     line: bytes | memoryview,
     layout_date: date | None,
@@ -486,6 +507,8 @@ def evaluate_line(
     the ping's `submission_timestamp` decides, and pings outside `wanted` give None).
     `sample_below`: keep only pings whose `sample_id` is an integer below it.
     """
+    if layout_date is not None and _surely_another_type(line):
+        return GleanOutcome(OTHER_DOC_TYPE if _is_object(line) else MALFORMED_LINES, layout_date)
     fields = parse_line(line)
     if fields is None:
         return GleanOutcome(MALFORMED_LINES, layout_date)
@@ -522,27 +545,26 @@ def evaluate_fields(
         doc_id = found if type(found) is str else None
         crash_id = minidump_hash(fields) if is_crash else None
 
-    ignored = GleanOutcome(CRASH_IGNORED if is_crash else MAIN_IGNORED, submission, doc_id,
-                           crash_id=crash_id)
+    ignored = CRASH_IGNORED if is_crash else MAIN_IGNORED
     start = _metric(fields, _CRASH_TIME) if is_crash else _MISSING  # rule 4
     if start is _MISSING:
         start = fields[_START]
     activity = activity_date(start)
     if activity is None:
-        return ignored
+        return GleanOutcome(ignored, submission, doc_id, crash_id=crash_id)
     activity = clamp_activity_date(activity, submission)
 
     if is_crash:
         measure = crash_measure(fields)  # rule 6
         if measure is None:
-            return ignored
+            return GleanOutcome(ignored, submission, doc_id, crash_id=crash_id)
         measures = _CRASH_ROWS[measure]
         dims = _dimension_values(fields, _CRASH_PLACES)
         processed = CRASH_PROCESSED
     else:
         usage = usage_nanoseconds(fields)  # rule 5
         if usage is None:
-            return ignored
+            return GleanOutcome(ignored, submission, doc_id, crash_id=crash_id)
         measures = _NO_USAGE
         if usage:
             measures = (*_NO_USAGE[:_USAGE], usage, *_NO_USAGE[_USAGE + 1:])

@@ -2,7 +2,8 @@
 its aggregates and run record, and read them back.
 
 Each backend is one module of the same shape (sqlite.py, postgres.py...); `open_store` picks one
-by the URL's scheme.
+by the URL's scheme. A database holds every ping family's tables side by side (queries.Tables);
+a store object reads and writes one family's, its `family`, so the families never mix.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Protocol
 
-from .. import rules
+from .. import families, rules
 from ..aggregation import Aggregate
 from ..errors import UsageError
 from .queries import Grouped, StatsQuery
@@ -74,6 +75,8 @@ class RunRecord:
 
 class Store(Protocol):
     url: str
+    #: The ping family whose tables the store reads and writes (`families.FAMILIES`).
+    family: str
 
     def replace_date(
         self, submission_date: date, rows: Sequence[Aggregate], run: RunRecord
@@ -97,31 +100,60 @@ class ReadableStore(Store, Protocol):
     read through (SQLite and PostgreSQL)."""
 
     def sum_stats(self, query: StatsQuery) -> Grouped:
-        """The 29 stats summed per group (see StatsQuery)."""
+        """The family's stats summed per group (see StatsQuery; its family must be the
+        store's)."""
 
     def distinct_values(self, dimension: str, first: date | None = None,
                         last: date | None = None) -> list[str]:
         """The values a dimension takes, sorted."""
 
 
-def open_store(url: str | None, create: bool = True) -> Store:
-    """The store at `url` (default: SQLite at ./crash_aggregates.db).
+def open_store(url: str | None, create: bool = True, family: str = families.DEFAULT) -> Store:
+    """The store at `url` (default: SQLite at ./crash_aggregates.db), reading and writing the
+    tables of the ping family `family` (`families.FAMILIES`).
 
     `create=False` is for the commands that only read (rates, compare, watchdog, serve): a
     store that does not exist yet, or a database without its tables, is a StoreError saying
     so (`no_store`) instead of an empty store made where none was meant to be.
     """
     url = url or DEFAULT_DB
-    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+    families.table(family)  # an unknown family is a UsageError before any connection
+    scheme = _scheme(url)
     if scheme == "sqlite":
         from .sqlite import SqliteStore
 
-        return SqliteStore(url, create=create)
-    if scheme in ("postgresql", "postgres"):
+        return SqliteStore(url, create=create, family=family)
+    if scheme == "postgresql":
         from .postgres import PostgresStore
 
-        return PostgresStore(url, create=create)
-    raise UsageError(
+        return PostgresStore(url, create=create, family=family)
+    raise _unknown(url)
+
+
+def families_in(url: str | None) -> list[str]:
+    """The families that have rows in the store at `url`, in `families.FAMILIES` order: what a
+    reader uses when it is not told the family. Opened read-only: it creates and migrates
+    nothing; a missing store is a StoreError (`no_store`)."""
+    url = url or DEFAULT_DB
+    scheme = _scheme(url)
+    if scheme == "sqlite":
+        from . import sqlite
+
+        return sqlite.families_in(url)
+    if scheme == "postgresql":
+        from . import postgres
+
+        return postgres.families_in(url)
+    raise _unknown(url)
+
+
+def _scheme(url: str) -> str:
+    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+    return "postgresql" if scheme == "postgres" else scheme
+
+
+def _unknown(url: str) -> UsageError:
+    return UsageError(
         f"unknown store URL {redact(url)!r}: use sqlite:///path.db or postgresql://user@host/db"
     )
 

@@ -1,8 +1,12 @@
 """The Parquet store: one hive partition a submission date, the layout Spark, Trino/Presto,
 Athena and DuckDB read as one table.
 
-    URL/crash_aggregates/v1/submission_date=YYYY-MM-DD/part-<run id>.parquet
-                                                      /_SUCCESS   (JSON: run, files, counters)
+    URL/crash_aggregates/v1/submission_date=YYYY-MM-DD/part-00000.parquet  (object stores:
+                                                      /_SUCCESS          part-<run id>.parquet)
+    (_SUCCESS is JSON: run, files, counters)
+
+Each ping family has its own table folder, named as its database table: the Glean family's is
+`URL/glean_crash_aggregates/v1/...` (with its own `_staging/`), the same layout and swaps.
 
 Columns: `activity_date` string, `dimensions` map<string,string>, `stats` map<string,double>.
 
@@ -11,11 +15,11 @@ Replacing a partition, all or nothing:
 - on a local filesystem the new partition is written aside (`crash_aggregates/_staging/`), then
   exchanged with the old one in one step (Linux `renameat2(RENAME_EXCHANGE)`): a reader
   listing the folder finds the old partition or the new one at every moment, never a mix and
-  never none. The old one, now in the staging folder, is deleted at the job's next swap or
-  when it closes the store, so a reader already inside it still lists all its files; one that
-  listed the old files and opens them by name after the swap gets "file not found" (and may
-  retry), never a table without the date. A job killed at any point leaves the old partition
-  or the new one; opening the store clears what it left in the staging folder.
+  never none. Every local version names its file alike (LOCAL_FILE), so a reader that listed
+  the old folder and opens the file by name after the exchange reads the new version; the old
+  partition moves to `_retired/` and is deleted RETAIN_SECONDS later, so a reader inside it
+  reads on. A job killed at any point leaves the old partition or the new one; opening the
+  store clears what it left in the staging folder.
   Where there is no exchange (another system, a filesystem without it), two renames do it (old
   partition out, new one in): a crash between them leaves the date without a partition until
   the store is opened again, which puts the old one back;
@@ -34,19 +38,21 @@ import os
 import posixpath
 import shutil
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-from .. import faults
+from .. import families, faults
 from ..aggregation import Aggregate
 from ..errors import StoreError
 from ..sources import filesystem
 from .base import RunRecord, redact, row_sort_key
 
-TABLE = "crash_aggregates"
+#: The legacy family's table folder (`families.table(family)` for any family's).
+TABLE = families.table(families.DEFAULT)
 VERSION = "v1"
 MARKER = "_SUCCESS"
 
@@ -116,20 +122,35 @@ def to_table(rows: Sequence[Aggregate]) -> Any:
     })
 
 
+#: How long an old partition exchanged out is kept (in `<table>/_retired/`) before it is
+#: deleted: a reader that resolved the partition's folder just before the exchange lists and
+#: reads the old files for that long (as Delta Lake's VACUUM keeps old files for a retention
+#: period). Deleting at the next swap, as before, emptied a folder readers were still listing.
+RETAIN_SECONDS = 600.0
+#: The data file of a local partition, the same in every version (see `prepare`).
+LOCAL_FILE = "part-00000.parquet"
+
+
 class ParquetStore:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, family: str = families.DEFAULT,
+                 retain_seconds: float = RETAIN_SECONDS) -> None:
+        """The table folder of `family` under `url`; another family's folder beside it is
+        never read, written or cleared."""
+        table = families.table(family)
         _pyarrow()
         self.url = url
+        self.family = family
         self.fs, root = filesystem(url, StoreError)
-        self.root = posixpath.join(root.rstrip("/"), TABLE, VERSION)
-        self.staging = posixpath.join(root.rstrip("/"), TABLE, "_staging")
+        self.root = posixpath.join(root.rstrip("/"), table, VERSION)
+        self.staging = posixpath.join(root.rstrip("/"), table, "_staging")
+        #: Old partitions exchanged out, named `<retired at, ns>-<date>`, kept for
+        #: `retain_seconds` (see RETAIN_SECONDS).
+        self.retired = posixpath.join(root.rstrip("/"), table, "_retired")
+        self.retain_seconds = retain_seconds
         self.local = "file" in _protocols(self.fs)
-        #: Old partitions exchanged out, in the staging folder: deleted at the next swap or on
-        #: close, not at once, so that a reader that opened one just before the exchange
-        #: still lists all its files.
-        self._retired: list[str] = []
         if self.local:
             self._recover()
+            self._delete_retired()
 
     def partition(self, day: date | str) -> str:
         text = day if isinstance(day, str) else day.isoformat()
@@ -144,7 +165,11 @@ class ParquetStore:
         """Write the date's new version where readers do not look yet (the slow part, and the
         one a full disk breaks); `commit` then makes it the partition, `abort` forgets it.
         fill prepares Parquet, commits the database, then commits Parquet."""
-        name = f"part-{run.run_id}.parquet"
+        # Locally every version of a partition names its file alike: a reader that listed the
+        # old folder and opens the file by name after the exchange reads the new version,
+        # where a name of the run's own was gone and a listing reader (pyarrow.dataset) went
+        # on without the date. Object stores have no exchange: each version a name of its own.
+        name = LOCAL_FILE if self.local else f"part-{run.run_id}.parquet"
         marker = {"run_id": run.run_id, "files": [name], "rows": len(rows),
                   "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
                   "run": _run_json(run)}
@@ -211,15 +236,21 @@ class ParquetStore:
                     continue
             self.fs.rm(path, recursive=True)
 
-    def retire(self, old_partition: str) -> None:
-        """Delete the partitions retired before, keep this one until the next swap or close."""
+    def retire(self, old_partition: str, day: str) -> None:
+        """Keep an old partition exchanged out for `retain_seconds`, out of the staging folder
+        (a rename: a reader inside it reads on); delete those retired longer ago."""
+        os.makedirs(self.retired, exist_ok=True)
+        os.rename(old_partition, posixpath.join(self.retired, f"{time.time_ns()}-{day}"))
         self._delete_retired()
-        self._retired.append(old_partition)
 
     def _delete_retired(self) -> None:
-        for path in self._retired:
-            shutil.rmtree(path, ignore_errors=True)  # what is left, the next open clears
-        self._retired = []
+        if not os.path.isdir(self.retired):
+            return
+        oldest_kept = time.time_ns() - int(self.retain_seconds * 1e9)
+        for name in sorted(os.listdir(self.retired)):
+            stamp = name.split("-", 1)[0]
+            if not stamp.isdigit() or int(stamp) <= oldest_kept:
+                shutil.rmtree(posixpath.join(self.retired, name), ignore_errors=True)
 
     def record_run(self, run: RunRecord) -> None:
         """A failed date leaves its partition as it was; runs are recorded in `--db`."""
@@ -315,7 +346,7 @@ class Staged:
         if not exchange(self.new, self.target):
             return False
         faults.fault_point(AFTER_EXCHANGE)
-        self.store.retire(self.new)  # the old partition now
+        self.store.retire(self.new, self.day.isoformat())  # the old partition now
         return True
 
     def _two_renames(self) -> None:

@@ -1,6 +1,8 @@
 """The PostgreSQL store: the seed's table, loaded with COPY, one transaction per date.
 
-Replacing a date takes a transaction-scoped advisory lock on that date, deletes its rows,
+Each ping family has its own tables (queries.Tables); a store object reads and writes one
+family's. Replacing a date takes a transaction-scoped advisory lock on that family's date
+(a legacy and a Glean job of one date never wait for each other), deletes its rows,
 COPYs the new ones and records the run, then commits: readers (MVCC) see the old rows or the
 new ones, never a mix; two runs of one date queue up instead of both inserting; a job killed
 mid-load leaves an aborted transaction, so the previous rows stay.
@@ -22,20 +24,76 @@ from urllib.parse import unquote, urlsplit
 
 import orjson
 
-from .. import faults, rules
+from .. import families, faults, rules
 from ..aggregation import Aggregate
 from ..errors import StoreError
-from ..redact import scrub, url_secrets
+from ..redact import encode_userinfo, scrub, url_secrets
 from .base import RUN_COLUMNS, RunRecord, no_store, redact, row_sort_key
-from .queries import VIEW_RATES, VIEWS, Grouped, StatsQuery, distinct_sql, grouped
+from .queries import (
+    ALL_TABLES,
+    LEGACY,
+    VIEW_RATES,
+    VIEWS,
+    Grouped,
+    StatsQuery,
+    Tables,
+    check_family,
+    distinct_sql,
+    grouped,
+    tables,
+    views,
+)
 
 APPLICATION_NAME = "crash-aggregates"
 # Advisory lock keys: (namespace, item). The namespace is a fixed random-looking int32.
 _LOCK_NAMESPACE = 0x0C4A5E
 _SCHEMA_LOCK = -1
+#: The namespace of each family's date locks: legacy's is the one earlier releases take (so
+#: that their jobs and this one's still queue up), the next families' the ones after it.
+_DATE_LOCK_NAMESPACES: dict[str, int] = {
+    name: _LOCK_NAMESPACE + number for number, name in enumerate(families.FAMILIES)}
+assert _DATE_LOCK_NAMESPACES[LEGACY] == _LOCK_NAMESPACE
 _COPY_BLOCK = 1 << 20
 _COUNTER_COLUMNS = ",\n        ".join(
     f"{name} bigint NOT NULL DEFAULT 0" for name in (*rules.COUNTERS, rules.UNDATED))
+
+
+def _family_schema(names: Tables) -> str:
+    """A later family's tables in the legacy tables' shape of step 5 (columns in the same
+    order), with its views."""
+    rows, runs = names.rows, names.runs
+    made = "".join(f"CREATE OR REPLACE VIEW {name} AS {body};\n"
+                   for name, body in views(names.family))
+    return f"""
+    CREATE TABLE IF NOT EXISTS {rows} (
+        submission_date date NOT NULL,
+        activity_date date NOT NULL,
+        dimensions jsonb NOT NULL,
+        stats jsonb NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS {rows}_submission_date ON {rows} (submission_date);
+    CREATE INDEX IF NOT EXISTS {rows}_dimensions ON {rows} USING gin (dimensions jsonb_path_ops);
+    CREATE SEQUENCE IF NOT EXISTS {runs}_commit_seq;
+    CREATE TABLE IF NOT EXISTS {runs} (
+        run_id text NOT NULL,
+        submission_date date NOT NULL,
+        status text NOT NULL,
+        started_at timestamptz NOT NULL,
+        duration_seconds double precision NOT NULL,
+        rows_written bigint NOT NULL,
+        input_url text NOT NULL,
+        product_version text NOT NULL,
+        error text,
+        {_COUNTER_COLUMNS},
+        {rules.CORRUPT_FILES} bigint NOT NULL DEFAULT 0,
+        commit_seq bigint NOT NULL DEFAULT nextval('{runs}_commit_seq'),
+        PRIMARY KEY (run_id, submission_date)
+    );
+    ALTER SEQUENCE {runs}_commit_seq OWNED BY {runs}.commit_seq;
+    CREATE INDEX IF NOT EXISTS {runs}_date ON {runs} (submission_date, started_at);
+    CREATE INDEX IF NOT EXISTS {runs}_commit ON {runs} (submission_date, commit_seq);
+    {made}"""
+
 
 #: Schema versions, applied in order, each once. Append; never edit a released step.
 MIGRATIONS: tuple[tuple[int, str], ...] = (
@@ -96,6 +154,8 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     CREATE INDEX IF NOT EXISTS crash_aggregates_runs_commit
         ON crash_aggregates_runs (submission_date, commit_seq);
     """),
+    # The Glean family's tables and views (SPEC section 8), beside the legacy ones.
+    (6, _family_schema(tables(families.glean.NAME))),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 #: Runs in the order their writes committed: the last one is the one whose rows are in the
@@ -144,10 +204,10 @@ def copy_blocks(day: str, rows: Iterable[Aggregate]) -> Iterator[bytes]:
         yield b"".join(block)
 
 
-class PostgresStore:
-    def __init__(self, url: str, create: bool = True) -> None:
-        """Connect, creating or migrating the schema; with `create=False` (the read-only
-        commands) a database without this schema is a StoreError, and nothing is created."""
+class _Server:
+    """A connection to the server, its errors told without the password."""
+
+    def __init__(self, url: str) -> None:
         try:
             import psycopg
         except ImportError:
@@ -156,16 +216,8 @@ class PostgresStore:
         self._psycopg = psycopg
         self.url = redact(url)
         self._secrets = [*url_secrets(url), *filter(None, [os.environ.get("PGPASSWORD")])]
-        self._conninfo = url
+        self._conninfo = encode_userinfo(url)  # a raw `/ ? # @` in the password connects too
         self.connection = self._connect()
-        try:
-            if create:
-                self.ensure_schema()
-            else:
-                self._ensure_existing_schema(url)
-        except BaseException:
-            self.connection.close()
-            raise
 
     def _connect(self) -> Any:
         psycopg = self._psycopg
@@ -208,6 +260,27 @@ class PostgresStore:
         except psycopg.Error as exc:
             raise StoreError(f"PostgreSQL at {self.url}: cannot {doing}: "
                              f"{self._message(exc)}") from None
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+class PostgresStore(_Server):
+    def __init__(self, url: str, create: bool = True, family: str = LEGACY) -> None:
+        """Connect, creating or migrating the schema (every family's tables); with
+        `create=False` (the read-only commands) a database without this schema is a
+        StoreError, and nothing is created. Reads and writes go to `family`'s tables."""
+        self.family = family
+        self.tables = tables(family)
+        super().__init__(url)
+        try:
+            if create:
+                self.ensure_schema()
+            else:
+                self._ensure_existing_schema(url)
+        except BaseException:
+            self.connection.close()
+            raise
 
     def schema_version(self) -> int:
         with self._transaction("read the schema version") as cursor:
@@ -257,11 +330,12 @@ class PostgresStore:
     ) -> None:
         day = submission_date.isoformat()
         faults.fault_point(BEFORE_REPLACE)
+        rows_table = self.tables.rows
         with self._transaction(f"replace {day}") as cursor:
             self._lock_date(cursor, submission_date)
-            cursor.execute("DELETE FROM crash_aggregates WHERE submission_date = %s",
+            cursor.execute(f"DELETE FROM {rows_table} WHERE submission_date = %s",
                            (submission_date,))
-            with cursor.copy("COPY crash_aggregates (submission_date, activity_date, "
+            with cursor.copy(f"COPY {rows_table} (submission_date, activity_date, "
                              "dimensions, stats) FROM STDIN") as copy:
                 for number, block in enumerate(copy_blocks(day, rows)):
                     copy.write(block)
@@ -275,23 +349,23 @@ class PostgresStore:
             self._lock_date(cursor, run.submission_date)
             self._insert_run(cursor, run)
 
-    @staticmethod
-    def _lock_date(cursor: Any, submission_date: date) -> None:
-        """The date's lock, until the transaction ends: two runs of one date queue up, and
-        their records are numbered (commit_seq) in the order they commit."""
+    def _lock_date(self, cursor: Any, submission_date: date) -> None:
+        """The family's date lock, until the transaction ends: two runs of one date and
+        family queue up, and their records are numbered (commit_seq) in the order they
+        commit; a run of another family's date does not wait."""
         cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)",
-                       (_LOCK_NAMESPACE, submission_date.toordinal()))
+                       (_DATE_LOCK_NAMESPACES[self.family], submission_date.toordinal()))
 
-    @staticmethod
-    def _insert_run(cursor: Any, run: RunRecord) -> None:
+    def _insert_run(self, cursor: Any, run: RunRecord) -> None:
         marks = ", ".join(["%s"] * len(RUN_COLUMNS))
         updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in (*RUN_COLUMNS[2:], "commit_seq"))
         cursor.execute(
-            f"INSERT INTO crash_aggregates_runs ({', '.join(RUN_COLUMNS)}) VALUES ({marks}) "
+            f"INSERT INTO {self.tables.runs} ({', '.join(RUN_COLUMNS)}) VALUES ({marks}) "
             f"ON CONFLICT (run_id, submission_date) DO UPDATE SET {updates}", run.values())
 
     def read_rows(self, submission_date: date | None = None) -> list[tuple[str, Aggregate]]:
-        sql = "SELECT submission_date, activity_date, dimensions, stats FROM crash_aggregates"
+        sql = ("SELECT submission_date, activity_date, dimensions, stats "
+               f"FROM {self.tables.rows}")
         args: tuple[date, ...] = ()
         if submission_date is not None:
             sql += " WHERE submission_date = %s"
@@ -306,7 +380,7 @@ class PostgresStore:
         return rows
 
     def read_runs(self, submission_date: date | None = None) -> list[dict[str, Any]]:
-        sql = f"SELECT {', '.join(RUN_COLUMNS)} FROM crash_aggregates_runs"
+        sql = f"SELECT {', '.join(RUN_COLUMNS)} FROM {self.tables.runs}"
         args: tuple[date, ...] = ()
         if submission_date is not None:
             sql += " WHERE submission_date = %s"
@@ -319,6 +393,7 @@ class PostgresStore:
                 for values in found]
 
     def sum_stats(self, query: StatsQuery) -> Grouped:
+        check_family(query, self.family)
         sql, params = query.sql("%s")
         with self._transaction("sum stats") as cursor:
             cursor.execute(sql, params)
@@ -326,13 +401,35 @@ class PostgresStore:
 
     def distinct_values(self, dimension: str, first: date | None = None,
                         last: date | None = None) -> list[str]:
-        sql, params = distinct_sql(dimension, "%s", first, last)
+        sql, params = distinct_sql(dimension, "%s", first, last, self.family)
         with self._transaction("read dimension values") as cursor:
             cursor.execute(sql, params)
             return [str(row[0]) for row in cursor.fetchall()]
 
-    def close(self) -> None:
-        self.connection.close()
+
+def families_in(url: str) -> list[str]:
+    """The families whose rows table holds rows, read in a read-only transaction: no table or
+    migration is made (a database without the store's tables is a StoreError)."""
+    server = _Server(url)
+    try:
+        with server._transaction("read which families it holds") as cursor:
+            cursor.execute("SET TRANSACTION READ ONLY")
+            legacy = tables()
+            cursor.execute("SELECT to_regclass(%s) IS NOT NULL AND to_regclass(%s) IS NOT NULL",
+                           (legacy.rows, legacy.runs))
+            if not cursor.fetchone()[0]:
+                raise StoreError(no_store(url))
+            held = []
+            for names in ALL_TABLES:
+                cursor.execute("SELECT to_regclass(%s) IS NOT NULL", (names.rows,))
+                if not cursor.fetchone()[0]:
+                    continue  # a database no writer of this release has opened yet
+                cursor.execute(f"SELECT EXISTS (SELECT 1 FROM {names.rows})")
+                if cursor.fetchone()[0]:
+                    held.append(names.family)
+            return held
+    finally:
+        server.close()
 
 
 def _plain(value: object) -> object:

@@ -1,6 +1,9 @@
 """SQL shared by the SQLite and PostgreSQL stores: grouped sums, and the views for dashboards.
 
-The same text runs on both: `->>` reads JSON in both, `CAST(... AS DOUBLE PRECISION)` makes a
+Each ping family has its own tables and views (`Tables`), made from its dimension table and
+stats: `crash_aggregates`, `crash_aggregates_runs`, `crash_aggregates_flat`, `crash_rates_daily`
+for legacy pings, the same names with `glean_` in front for Glean pings. The same text runs on
+both: `->>` reads JSON in both, `CAST(... AS DOUBLE PRECISION)` makes a
 number in both, `NULLIF` avoids PostgreSQL's division-by-zero error. Dimension names are checked
 against the dimension table and still passed as bound parameters; values always are. Only
 names of stats, fixed in the code, are written into the SQL text.
@@ -13,11 +16,35 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Literal
 
-from .. import rules
+from .. import families
 from ..errors import UsageError
 
 DateKind = Literal["submission", "activity"]
 Z95 = 1.959963984540054
+LEGACY = families.DEFAULT
+
+
+@dataclass(frozen=True)
+class Tables:
+    """The names of one family's tables and views."""
+
+    family: str
+    rows: str
+    runs: str
+    flat: str
+    rates: str
+
+
+def tables(family: str = LEGACY) -> Tables:
+    """A family's tables: rows `families.table(family)`, the others named after it
+    (crash_aggregates -> crash_rates_daily, glean_crash_aggregates -> glean_crash_rates_daily)."""
+    rows = families.table(family)
+    prefix = rows.removesuffix("crash_aggregates")
+    return Tables(family, rows, f"{rows}_runs", f"{rows}_flat", f"{prefix}crash_rates_daily")
+
+
+#: Every family's tables, legacy first.
+ALL_TABLES: tuple[Tables, ...] = tuple(tables(name) for name in families.FAMILIES)
 
 
 def date_range(column: str, mark: str, first: date | None, last: date | None
@@ -38,16 +65,18 @@ def number(stat: str, table: str = "") -> str:
     return f"CAST({table}stats->>'{stat}' AS DOUBLE PRECISION)"
 
 
-def check_dimensions(names: Sequence[str]) -> None:
-    unknown = [name for name in names if name not in rules.DIMENSION_NAMES]
+def check_dimensions(names: Sequence[str], family: str = LEGACY) -> None:
+    """Every name is one of the family's dimensions (a Glean store has fewer)."""
+    known = families.family(family).DIMENSION_NAMES
+    unknown = [name for name in names if name not in known]
     if unknown:
-        raise UsageError(f"unknown dimension {unknown[0]!r}: use one of "
-                         + ", ".join(rules.DIMENSION_NAMES))
+        raise UsageError(f"unknown dimension {unknown[0]!r}: use one of " + ", ".join(known))
 
 
 @dataclass(frozen=True)
 class StatsQuery:
-    """Sum the 29 stats per group of dimension values (and per date, with `per_date`)."""
+    """Sum the family's stats (29 legacy, 45 Glean) per group of dimension values (and per
+    date, with `per_date`), from the family's table."""
 
     by: tuple[str, ...] = ()
     first: date | None = None
@@ -55,9 +84,15 @@ class StatsQuery:
     where: Mapping[str, str] = field(default_factory=dict)
     date_kind: DateKind = "submission"
     per_date: bool = False
+    family: str = LEGACY
 
     def __post_init__(self) -> None:
-        check_dimensions([*self.by, *self.where])
+        check_dimensions([*self.by, *self.where], self.family)
+
+    @property
+    def stats(self) -> tuple[str, ...]:
+        """The stats summed, in the order of the query's columns."""
+        return families.family(self.family).STATS
 
     def sql(self, mark: str) -> tuple[str, list[object]]:
         """The query and its parameters; `mark` is the driver's placeholder (? or %s)."""
@@ -69,8 +104,8 @@ class StatsQuery:
         for name in self.by:
             columns.append(f"dimensions->>{mark}")
             params.append(name)
-        sums = [f"sum({number(stat)})" for stat in rules.STATS]
-        sql = f"SELECT {', '.join([*columns, *sums])} FROM crash_aggregates"
+        sums = [f"sum({number(stat)})" for stat in self.stats]
+        sql = f"SELECT {', '.join([*columns, *sums])} FROM {tables(self.family).rows}"
         conditions, dates = date_range(date_column, mark, self.first, self.last)
         params.extend(dates)
         for name, value in self.where.items():
@@ -84,11 +119,19 @@ class StatsQuery:
         return sql, params
 
 
+def check_family(query: StatsQuery, family: str) -> None:
+    """A store sums only its own family's table: a query of another family is a mistake of
+    the caller (it would sum the other family's rows under this one's name)."""
+    if query.family != family:
+        raise ValueError(f"a {query.family} query on a {family} store: "
+                         f"make it StatsQuery(..., family={family!r})")
+
+
 def distinct_sql(dimension: str, mark: str, first: date | None = None,
-                 last: date | None = None) -> tuple[str, list[object]]:
+                 last: date | None = None, family: str = LEGACY) -> tuple[str, list[object]]:
     """The values a dimension takes (by submission date), for filters."""
-    check_dimensions([dimension])
-    sql = f"SELECT DISTINCT dimensions->>{mark} FROM crash_aggregates"
+    check_dimensions([dimension], family)
+    sql = f"SELECT DISTINCT dimensions->>{mark} FROM {tables(family).rows}"
     conditions, params = date_range("submission_date", mark, first, last)
     conditions.insert(0, f"dimensions->>{mark} IS NOT NULL")
     return f"{sql} WHERE {' AND '.join(conditions)} ORDER BY 1", [dimension, dimension, *params]
@@ -104,50 +147,54 @@ def grouped(found: Sequence[Sequence[object]], query: StatsQuery) -> Grouped:
     for row in found:
         group = tuple(v.isoformat() if isinstance(v, date) else v for v in row[:width])
         stats = {name: float(v or 0.0) for name, v in  # type: ignore[arg-type]
-                 zip(rules.STATS, row[width:], strict=True)}
+                 zip(query.stats, row[width:], strict=True)}
         out.append((group, stats))
     return out
 
 
-VIEW_FLAT = "crash_aggregates_flat"
-VIEW_RATES = "crash_rates_daily"
+VIEW_FLAT = tables().flat
+VIEW_RATES = tables().rates
+#: Dimensions of every family's rates view (both families have them).
 RATES_VIEW_DIMENSIONS = ("channel", "build_version", "os_name")
 
 
-def flat_view() -> str:
+def flat_view(family: str = LEGACY) -> str:
     """One typed column per dimension and per stat, for tools that do not read JSON."""
-    dims = [f"dimensions->>'{name}' AS {name}" for name in rules.DIMENSION_NAMES]
-    stats = [f"{number(stat)} AS {stat}" for stat in rules.STATS]
+    chosen = families.family(family)
+    dims = [f"dimensions->>'{name}' AS {name}" for name in chosen.DIMENSION_NAMES]
+    stats = [f"{number(stat)} AS {stat}" for stat in chosen.STATS]
     return (f"SELECT submission_date, activity_date, {', '.join(dims)}, {', '.join(stats)} "
-            f"FROM crash_aggregates")
+            f"FROM {tables(family).rows}")
 
 
-def rates_view() -> str:
+def rates_view(family: str = LEGACY) -> str:
     """Daily crash rates per 1,000 usage hours by activity date and the main dimensions, with
     the 95% intervals of rates.crash_rate: Garwood limits of the effective count k = C/d, scaled
     by d/H. SQL has no chi-square quantiles, so the limits use Wilson and Hilferty's cube-root
     approximation, k (1 - 1/(9k) - z/(3 sqrt k))^3 and (k+1) (1 - 1/(9(k+1)) + z/(3 sqrt(k+1)))^3:
-    within 0.6% of the exact upper limit, and the lower one within 0.6% of it (docs/rates.md)."""
+    within 0.6% of the exact upper limit, and the lower one within 0.6% of it (docs/rates.md).
+    One count, rate and interval per crash measure of the family (`CRASH_MEASURES`)."""
+    crashes = families.family(family).CRASH_MEASURES
     dims = RATES_VIEW_DIMENSIONS
     sums = ["sum({}) AS usage_hours".format(number("usage_hours")),
             "sum({}) AS client_count".format(number("client_count")),
             "sum({}) AS usage_sq".format(number("client_usage_hours_squared"))]
-    for crash in rules.CRASH_MEASURES:
+    for crash in crashes:
         sums += [f"sum({number(crash)}) AS {crash}",
                  f"sum({number(f'client_{crash}_squared')}) AS {crash}_csq",
                  f"sum({number(f'client_{crash}_usage_hours')}) AS {crash}_cu"]
-    ratios = [f"{c} / NULLIF(usage_hours, 0) AS {c}_r" for c in rules.CRASH_MEASURES]
+    ratios = [f"{c} / NULLIF(usage_hours, 0) AS {c}_r" for c in crashes]
     small = "CASE WHEN client_count > 1 THEN client_count / (client_count - 1) ELSE 1 END"
     # the sandwich times H^2 over C: the design effect before its floor of 1
     sandwiches = [
         f"CASE WHEN {c} > 0 THEN {small} * ({c}_csq - 2 * {c}_r * {c}_cu "
-        f"+ {c}_r * {c}_r * usage_sq) / {c} ELSE 1 END AS {c}_raw_d" for c in rules.CRASH_MEASURES]
+        f"+ {c}_r * {c}_r * usage_sq) / {c} ELSE 1 END AS {c}_raw_d" for c in crashes]
     effects = [f"CASE WHEN {c}_raw_d > 1 THEN {c}_raw_d ELSE 1 END AS {c}_d"
-               for c in rules.CRASH_MEASURES]
+               for c in crashes]
     z = f"{Z95!r}"
     # the cube roots of the Wilson-Hilferty limits, over k and k + 1 (k = C/d)
     roots = []
-    for c in rules.CRASH_MEASURES:
+    for c in crashes:
         k = f"({c} / {c}_d)"
         roots += [
             f"CASE WHEN {c} > 0 THEN 1 - 1 / (9 * {k}) - {z} / (3 * sqrt({k})) ELSE 0 END "
@@ -155,7 +202,7 @@ def rates_view() -> str:
             f"1 - 1 / (9 * ({k} + 1)) + {z} / (3 * sqrt({k} + 1)) AS {c}_high_root",
         ]
     columns = ["activity_date", *dims, "usage_hours", "client_count"]
-    for c in rules.CRASH_MEASURES:
+    for c in crashes:
         low = f"{c}_low_root"
         high = f"{c}_high_root"
         columns += [
@@ -172,7 +219,7 @@ def rates_view() -> str:
     dim_columns = ", ".join(f"dimensions->>'{d}' AS {d}" for d in dims)
     return (
         f"WITH sums AS (SELECT activity_date, {dim_columns}, {', '.join(sums)} "
-        f"FROM crash_aggregates GROUP BY {group}), "
+        f"FROM {tables(family).rows} GROUP BY {group}), "
         f"ratios AS (SELECT *, {', '.join(ratios)} FROM sums), "
         f"sandwiches AS (SELECT *, {', '.join(sandwiches)} FROM ratios), "
         f"effects AS (SELECT *, {', '.join(effects)} FROM sandwiches), "
@@ -181,4 +228,11 @@ def rates_view() -> str:
     )
 
 
-VIEWS: tuple[tuple[str, str], ...] = ((VIEW_FLAT, flat_view()), (VIEW_RATES, rates_view()))
+def views(family: str = LEGACY) -> tuple[tuple[str, str], ...]:
+    """A family's views: (name, body), the flat one first."""
+    names = tables(family)
+    return (names.flat, flat_view(family)), (names.rates, rates_view(family))
+
+
+#: The legacy family's views (PostgreSQL migrations 2 and 4 made them).
+VIEWS: tuple[tuple[str, str], ...] = views()

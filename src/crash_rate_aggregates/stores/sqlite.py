@@ -1,7 +1,8 @@
 """The embedded default store: one SQLite file.
 
 The table is the one of PostgreSQL with dates as `YYYY-MM-DD` text and JSON as text, so
-`dimensions->>'channel'` and `(stats->>'usage_hours')` read the same way in both.
+`dimensions->>'channel'` and `(stats->>'usage_hours')` read the same way in both. One file holds
+every ping family's tables (queries.Tables); a store object reads and writes one family's.
 """
 
 from __future__ import annotations
@@ -20,25 +21,42 @@ from .. import faults, rules
 from ..aggregation import Aggregate
 from ..errors import StoreError
 from .base import RUN_COLUMNS, RunRecord, no_store, row_sort_key
-from .queries import VIEWS, Grouped, StatsQuery, distinct_sql, grouped
+from .queries import (
+    ALL_TABLES,
+    LEGACY,
+    Grouped,
+    StatsQuery,
+    Tables,
+    check_family,
+    distinct_sql,
+    grouped,
+    tables,
+    views,
+)
 
 #: 2: run records carry `commit_seq`, their order of commit (see `read_runs`).
-SCHEMA_VERSION = 2
-TABLES = ("crash_aggregates", "crash_aggregates_runs")
+#: 3: the Glean family's tables and views beside the legacy ones.
+SCHEMA_VERSION = 3
+#: The tables that make a file a store: every release made them (the legacy family's).
+TABLES = (tables().rows, tables().runs)
 _COUNTER_COLUMNS = ",\n    ".join(f"{name} INTEGER NOT NULL DEFAULT 0"
                                   for name in (*rules.COUNTERS, rules.UNDATED,
                                                rules.CORRUPT_FILES))
-#: One statement each: they run inside one write transaction (executescript would commit it).
-SCHEMA: tuple[str, ...] = (
-    """CREATE TABLE IF NOT EXISTS crash_aggregates (
+
+
+def schema(names: Tables) -> tuple[str, ...]:
+    """One family's tables, one statement each: they run inside one write transaction
+    (executescript would commit it)."""
+    return (
+        f"""CREATE TABLE IF NOT EXISTS {names.rows} (
     submission_date TEXT NOT NULL,
     activity_date TEXT NOT NULL,
     dimensions TEXT NOT NULL,
     stats TEXT NOT NULL
 )""",
-    """CREATE INDEX IF NOT EXISTS crash_aggregates_submission_date
-    ON crash_aggregates (submission_date)""",
-    f"""CREATE TABLE IF NOT EXISTS crash_aggregates_runs (
+        f"""CREATE INDEX IF NOT EXISTS {names.rows}_submission_date
+    ON {names.rows} (submission_date)""",
+        f"""CREATE TABLE IF NOT EXISTS {names.runs} (
     run_id TEXT NOT NULL,
     submission_date TEXT NOT NULL,
     status TEXT NOT NULL,
@@ -52,22 +70,36 @@ SCHEMA: tuple[str, ...] = (
     commit_seq INTEGER,
     PRIMARY KEY (run_id, submission_date)
 )""",
-    """CREATE INDEX IF NOT EXISTS crash_aggregates_runs_date
-    ON crash_aggregates_runs (submission_date, started_at)""",
-)
+        f"""CREATE INDEX IF NOT EXISTS {names.runs}_date
+    ON {names.runs} (submission_date, started_at)""",
+    )
+
+
 #: Columns later releases added to run tables made by earlier ones.
 _ADDED_COLUMNS = ((rules.CORRUPT_FILES, "INTEGER NOT NULL DEFAULT 0"), ("commit_seq", "INTEGER"))
-#: Records of an earlier release get commit numbers in the order it read them (start time).
-_NUMBER_OLD_RUNS = """
-UPDATE crash_aggregates_runs SET commit_seq = ? + numbered.n
+
+
+def _number_old_runs(runs: str) -> str:
+    """Records of an earlier release get commit numbers in the order it read them (start
+    time), after `?`."""
+    return f"""
+UPDATE {runs} SET commit_seq = ? + numbered.n
 FROM (SELECT rowid AS id, row_number() OVER (ORDER BY started_at, run_id, submission_date) AS n
-      FROM crash_aggregates_runs WHERE commit_seq IS NULL) AS numbered
-WHERE crash_aggregates_runs.rowid = numbered.id"""
+      FROM {runs} WHERE commit_seq IS NULL) AS numbered
+WHERE {runs}.rowid = numbered.id"""
+
+
 _JSON_OPTIONS = orjson.OPT_SORT_KEYS
-_RUN_INSERT = (
-    f"INSERT OR REPLACE INTO crash_aggregates_runs ({', '.join(RUN_COLUMNS)}, commit_seq) "
-    f"VALUES ({', '.join('?' * len(RUN_COLUMNS))}, "
-    f"(SELECT coalesce(max(commit_seq), 0) + 1 FROM crash_aggregates_runs))")
+
+
+def _run_insert(runs: str) -> str:
+    return (f"INSERT OR REPLACE INTO {runs} ({', '.join(RUN_COLUMNS)}, commit_seq) "
+            f"VALUES ({', '.join('?' * len(RUN_COLUMNS))}, "
+            f"(SELECT coalesce(max(commit_seq), 0) + 1 FROM {runs}))")
+
+
+#: Every family's views: (name, body).
+_ALL_VIEWS = tuple(view for names in ALL_TABLES for view in views(names.family))
 #: Runs in the order their writes committed: the last one is the one whose rows are in the
 #: table, even when two jobs of one date overlapped (the one started first may commit last).
 _RUN_ORDER = " ORDER BY commit_seq, started_at, run_id, submission_date"
@@ -96,11 +128,13 @@ def sqlite_path(url: str) -> Path:
 
 
 class SqliteStore:
-    def __init__(self, url: str, create: bool = True) -> None:
-        """Open the store, creating or migrating its schema; with `create=False` (the read-only
-        commands) a missing file or one without the tables is a StoreError, and nothing is
-        created."""
+    def __init__(self, url: str, create: bool = True, family: str = LEGACY) -> None:
+        """Open the store, creating or migrating its schema (every family's tables); with
+        `create=False` (the read-only commands) a missing file or one without the tables is a
+        StoreError, and nothing is created. Reads and writes go to `family`'s tables."""
         self.url = url
+        self.family = family
+        self.tables = tables(family)
         self.path = sqlite_path(url)
         if sqlite3.sqlite_version_info < (3, 38):
             raise StoreError(f"SQLite {sqlite3.sqlite_version} is too old: the ->> "
@@ -154,39 +188,50 @@ class SqliteStore:
             time.sleep(backoff)
             backoff = min(2 * backoff, 0.05)
 
-    def _has_tables(self) -> bool:
-        found = {row[0] for row in self.connection.execute(
+    def _table_names(self) -> set[str]:
+        return {row[0] for row in self.connection.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table'")}
-        return all(name in found for name in TABLES)
+
+    def _has_tables(self) -> bool:
+        return all(name in self._table_names() for name in TABLES)
 
     def _schema_is_current(self) -> bool:
         db = self.connection
         if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
             return False
-        views = dict(db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'view'"))
-        return self._has_tables() and all(views.get(name) == _view_sql(name, body)
-                                          for name, body in VIEWS)
+        found = self._table_names()
+        every_table = all(name in found for names in ALL_TABLES
+                          for name in (names.rows, names.runs))
+        made = dict(db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'view'"))
+        return every_table and all(made.get(name) == _view_sql(name, body)
+                                   for name, body in _ALL_VIEWS)
 
     def _create_or_migrate(self, db: sqlite3.Connection) -> None:
-        """Inside the write lock: tables, added columns and views, each only when missing or
-        different, so that the jobs that queued behind the first one change nothing."""
-        for statement in SCHEMA:
-            db.execute(statement)
-        have = {row[1] for row in db.execute("PRAGMA table_info(crash_aggregates_runs)")}
-        for column, kind in _ADDED_COLUMNS:
-            if column not in have:
-                db.execute(f"ALTER TABLE crash_aggregates_runs ADD COLUMN {column} {kind}")
-        [(last,)] = db.execute("SELECT coalesce(max(commit_seq), 0) FROM crash_aggregates_runs")
-        db.execute(_NUMBER_OLD_RUNS, (last,))
-        db.execute("CREATE INDEX IF NOT EXISTS crash_aggregates_runs_commit "
-                   "ON crash_aggregates_runs (submission_date, commit_seq)")
+        """Inside the write lock: every family's tables, added columns and views, each only
+        when missing or different, so that the jobs that queued behind the first one change
+        nothing."""
+        for names in ALL_TABLES:
+            self._create_or_migrate_tables(db, names)
         # Views follow the release: made again when their text differs from this release's.
-        views = dict(db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'view'"))
-        for name, body in VIEWS:
-            if views.get(name) != _view_sql(name, body):
+        made = dict(db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'view'"))
+        for name, body in _ALL_VIEWS:
+            if made.get(name) != _view_sql(name, body):
                 db.execute(f"DROP VIEW IF EXISTS {name}")
                 db.execute(_view_sql(name, body))
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    @staticmethod
+    def _create_or_migrate_tables(db: sqlite3.Connection, names: Tables) -> None:
+        for statement in schema(names):
+            db.execute(statement)
+        have = {row[1] for row in db.execute(f"PRAGMA table_info({names.runs})")}
+        for column, kind in _ADDED_COLUMNS:
+            if column not in have:
+                db.execute(f"ALTER TABLE {names.runs} ADD COLUMN {column} {kind}")
+        [(last,)] = db.execute(f"SELECT coalesce(max(commit_seq), 0) FROM {names.runs}")
+        db.execute(_number_old_runs(names.runs), (last,))
+        db.execute(f"CREATE INDEX IF NOT EXISTS {names.runs}_commit "
+                   f"ON {names.runs} (submission_date, commit_seq)")
 
     @contextmanager
     def _transaction(self, doing: str = "write to") -> Iterator[sqlite3.Connection]:
@@ -212,10 +257,11 @@ class SqliteStore:
              orjson.dumps(row.stats, option=_JSON_OPTIONS).decode())
             for row in rows
         )
+        rows_table = self.tables.rows
         faults.fault_point(BEFORE_REPLACE)
         with self._transaction() as db:
-            db.execute("DELETE FROM crash_aggregates WHERE submission_date = ?", (day,))
-            db.executemany("INSERT INTO crash_aggregates VALUES (?, ?, ?, ?)", records)
+            db.execute(f"DELETE FROM {rows_table} WHERE submission_date = ?", (day,))
+            db.executemany(f"INSERT INTO {rows_table} VALUES (?, ?, ?, ?)", records)
             self._insert_run(db, run)
             faults.fault_point(BEFORE_COMMIT)
 
@@ -223,13 +269,13 @@ class SqliteStore:
         with self._transaction() as db:
             self._insert_run(db, run)
 
-    @staticmethod
-    def _insert_run(db: sqlite3.Connection, run: RunRecord) -> None:
+    def _insert_run(self, db: sqlite3.Connection, run: RunRecord) -> None:
         # inside the write lock: the number is one more than every record committed before
-        db.execute(_RUN_INSERT, run.values())
+        db.execute(_run_insert(self.tables.runs), run.values())
 
     def read_rows(self, submission_date: date | None = None) -> list[tuple[str, Aggregate]]:
-        sql = "SELECT submission_date, activity_date, dimensions, stats FROM crash_aggregates"
+        sql = ("SELECT submission_date, activity_date, dimensions, stats "
+               f"FROM {self.tables.rows}")
         args: tuple[str, ...] = ()
         if submission_date is not None:
             sql += " WHERE submission_date = ?"
@@ -244,7 +290,7 @@ class SqliteStore:
         return rows
 
     def read_runs(self, submission_date: date | None = None) -> list[dict[str, Any]]:
-        sql = f"SELECT {', '.join(RUN_COLUMNS)} FROM crash_aggregates_runs"
+        sql = f"SELECT {', '.join(RUN_COLUMNS)} FROM {self.tables.runs}"
         args: tuple[str, ...] = ()
         if submission_date is not None:
             sql += " WHERE submission_date = ?"
@@ -257,12 +303,13 @@ class SqliteStore:
         return [dict(zip(RUN_COLUMNS, values, strict=True)) for values in found]
 
     def sum_stats(self, query: StatsQuery) -> Grouped:
+        check_family(query, self.family)
         sql, params = query.sql("?")
         return grouped(self._select(sql, params), query)
 
     def distinct_values(self, dimension: str, first: date | None = None,
                         last: date | None = None) -> list[str]:
-        sql, params = distinct_sql(dimension, "?", first, last)
+        sql, params = distinct_sql(dimension, "?", first, last, self.family)
         return [str(row[0]) for row in self._select(sql, params)]
 
     def _select(self, sql: str, params: list[object]) -> list[Any]:
@@ -273,3 +320,26 @@ class SqliteStore:
 
     def close(self) -> None:
         self.connection.close()
+
+
+def families_in(url: str) -> list[str]:
+    """The families whose rows table holds rows, read through a read-only connection: no
+    file, table or migration is made (a file that is not a store is a StoreError)."""
+    path = sqlite_path(url)
+    if not path.is_file():
+        raise StoreError(no_store(url))
+    try:
+        db = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, timeout=60)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open SQLite store {path}: {exc}") from None
+    try:
+        found = {row[0] for row in db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not all(name in found for name in TABLES):
+            raise StoreError(no_store(url))
+        return [names.family for names in ALL_TABLES if names.rows in found
+                and db.execute(f"SELECT EXISTS (SELECT 1 FROM {names.rows})").fetchone()[0]]
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot read SQLite store {path}: {exc}") from None
+    finally:
+        db.close()

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 
-from .. import rules
+from .. import families, rules
 from ..stores.queries import DateKind
 from . import schemas, views
 from .readonly import WebStore
@@ -34,13 +34,20 @@ _NAMES = "|".join(rules.DIMENSION_NAMES)
 VALUE = {"pattern": "^[^\\u0000]*$"}
 PAIR = {"pattern": f"^({_NAMES})=[^\\u0000]+$"}
 BY = {"pattern": f"^(({_NAMES})(,({_NAMES}))*)?$"}
+FAMILY = {"pattern": f"^({'|'.join(families.FAMILIES)})$"}
+FamilyName = Annotated[str | None, Query(
+    max_length=40, json_schema_extra=FAMILY, description=(
+        "Ping family: legacy (crash and main pings) or glean (Glean crash and baseline "
+        "pings). Default: the one the store holds (or serve --family), else legacy."))]
 
 
-async def get_store(request: Request) -> WebStore:
-    """The store for this request: its statements, waits and row work end within the time
-    limit from now. (Async, so it runs as the request arrives, not when a thread is free.)"""
+async def get_store(request: Request, family: FamilyName = None) -> WebStore:
+    """The store for this request, reading the family asked for (`?family=glean`): its
+    statements, waits and row work end within the time limit from now. (Async, so it runs as
+    the request arrives, not when a thread is free.)"""
     store: WebStore = request.app.state.store
-    return store.until(time.monotonic() + store.limits.timeout_ms / 1000)
+    view = store.until(time.monotonic() + store.limits.timeout_ms / 1000)
+    return view.for_family(family) if family else view
 
 
 def _filters_dependency() -> Callable[..., dict[str, str]]:
@@ -129,9 +136,10 @@ def compare(
 
 
 @router.get("/dimensions", response_model=schemas.Dimensions)
-def dimensions() -> dict[str, Any]:
-    """The dimensions that filters and groups can use."""
-    return {"dimensions": list(rules.DIMENSION_NAMES)}
+def dimensions(store: Store) -> dict[str, Any]:
+    """The dimensions that filters and groups can use (the family's: Glean has fewer)."""
+    return {"family": store.family,
+            "dimensions": list(families.family(store.family).DIMENSION_NAMES)}
 
 
 @router.get("/dimensions/{name}", response_model=schemas.DimensionValues)
@@ -143,9 +151,10 @@ def dimension_values(store: Store,
 
     Example: `/api/dimensions/channel`
     """
-    if name not in rules.DIMENSION_NAMES:
+    known = families.family(store.family).DIMENSION_NAMES
+    if name not in known:
         raise HTTPException(404, f"unknown dimension {name[:60]!r}: use one of "
-                                 + ", ".join(rules.DIMENSION_NAMES))
+                                 + ", ".join(known))
     return views.dimension_values(store, name, first, last)
 
 

@@ -172,4 +172,36 @@ def create_app(store: WebStore, *, close_store: bool = False) -> FastAPI:
     app.include_router(api.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=pages.HERE / "static"), name="static")
+    _refuse_unknown_parameters(app)
     return app
+
+
+def _refuse_unknown_parameters(app: FastAPI) -> None:
+    """An API query parameter the endpoint does not take is a 400 naming it: `?from=` (the API
+    says `first`) used to be ignored, answering for every date as if asked. (The routes are
+    read from the API's router: the app wraps included routers.)"""
+    from fastapi.routing import APIRoute
+    from starlette.routing import Match
+
+    def query_names(dependant: Any) -> set[str]:  # the route's and its dependencies'
+        names = {param.alias for param in dependant.query_params}
+        for dependency in dependant.dependencies:
+            names |= query_names(dependency)
+        return names
+
+    taken = [(route, query_names(route.dependant)) for route in api.router.routes
+             if isinstance(route, APIRoute)]
+
+    @app.middleware("http")
+    async def known_parameters(request: Request,
+                               call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        if request.url.path.startswith("/api/"):
+            for route, names in taken:
+                if route.matches(request.scope)[0] is Match.FULL:
+                    unknown = sorted(set(request.query_params) - names)
+                    if unknown:
+                        return error_response(request, 400, (
+                            f"unknown parameter {unknown[0][:100]!r}: {route.path} takes "
+                            f"{', '.join(sorted(names)) or 'none'}"))
+                    break
+        return await call_next(request)

@@ -56,14 +56,24 @@ def _params(request: Request) -> dict[str, str]:
     return dict(request.query_params.items())
 
 
+def _family(store: Store, params: dict[str, str]) -> dict[str, Any]:
+    """What every page shows of the ping family: the one read (get_store chose it from the
+    `family` parameter), the store's families for the form, and the parameter for links."""
+    asked = {"family": store.family} if params.get("family") else {}
+    return {"family": store.family, "families": store.families, "family_param": asked}
+
+
 @router.get("/", response_class=HTMLResponse)
 def overview_page(request: Request, store: Store) -> HTMLResponse:
     """Crash rates by channel over time, one line per crash type, with interval bands."""
-    selection = views.Selection.from_params(_params(request)).with_default_dates(store)
+    params = _params(request)
+    selection = views.Selection.from_params(params).with_default_dates(store)
     data = views.overview(store, selection)
+    family = _family(store, params)
     return render("overview.html", page="overview", data=data, selection=selection,
                   options=views.filter_options(store, selection),
-                  json_link="/api/overview?" + selection.query_string())
+                  json_link="/api/overview?" + selection.query_string(**family["family_param"]),
+                  **family)
 
 
 @router.get("/compare", response_class=HTMLResponse)
@@ -85,8 +95,10 @@ def compare_page(request: Request, store: Store) -> HTMLResponse:
             "days_since_release": days, "min_usage_hours": min_usage,
             "first": selection.first, "last": selection.last,
             "date_kind": selection.date_kind}
-    query = {k: str(v) for k, v in form.items() if v not in (None, "")}
-    return render("compare.html", page="compare", report=report, form=form,
+    family = _family(store, params)
+    query = {**family["family_param"],
+             **{k: str(v) for k, v in form.items() if v not in (None, "")}}
+    return render("compare.html", page="compare", report=report, form=form, **family,
                   choices=views.candidates(store),
                   channels=views.filter_options(store, views.Selection(),
                                                 ["channel"])["channel"] or [],
@@ -100,8 +112,11 @@ def health_page(request: Request, store: Store) -> HTMLResponse:
     first = views.parse_day("first", params.get("first"))
     last = views.parse_day("last", params.get("last"))
     data = views.health(store, first, last)
-    query = urlencode({k: data[k] for k in ("first", "last") if data[k]})
-    return render("health.html", page="health", data=data, json_link="/api/health?" + query)
+    family = _family(store, params)
+    query = urlencode({**family["family_param"],
+                       **{k: data[k] for k in ("first", "last") if data[k]}})
+    return render("health.html", page="health", data=data, json_link="/api/health?" + query,
+                  **family)
 
 
 def _int(name: str, text: str | None, low: int, high: int) -> int | None:

@@ -13,6 +13,10 @@
   each; waiting for one past the deadline is `Busy` (503). Without a deadline, each call gets
   the time limit of its own.
 * Opening checks the store exists and has its tables: the dashboard never creates one.
+* One store serves every ping family it holds (the tables of queries.Tables, one set per
+  family): `for_family(name)` gives a view reading that family's tables, as `until` gives one
+  with a deadline. Without one, the family is the store's default: the one family with rows,
+  else legacy (or, for a store holding only Glean tables, glean).
 
 The SQL is the stores' own (stores/queries.py): dimension names are checked against the
 dimension table and bound, values are always bound. Nothing here opens a write transaction,
@@ -38,11 +42,21 @@ from urllib.parse import quote
 
 import orjson
 
+from .. import families
 from ..aggregation import Aggregate
 from ..errors import StoreError, UsageError
-from ..redact import scrub, url_secrets
+from ..redact import encode_userinfo, scrub, url_secrets
 from ..stores.base import RUN_COLUMNS, ReadableStore, RunRecord, redact, row_sort_key
-from ..stores.queries import Grouped, StatsQuery, date_range, distinct_sql, grouped
+from ..stores.queries import (
+    ALL_TABLES,
+    Grouped,
+    StatsQuery,
+    check_family,
+    date_range,
+    distinct_sql,
+    grouped,
+    tables,
+)
 from ..stores.sqlite import sqlite_path
 
 Row = Sequence[Any]
@@ -50,8 +64,11 @@ Row = Sequence[Any]
 COUNTER_COLUMNS: tuple[str, ...] = RUN_COLUMNS[RUN_COLUMNS.index("error") + 1:]
 #: Connections a store keeps, each running one statement at a time.
 POOL_SIZE = 4
-#: The tables a store must have; without them it is not one (the dashboard never makes them).
+#: The tables a store must have, those of one family at least (legacy's named in the message);
+#: without them it is not one (the dashboard never makes them).
 TABLES = ("crash_aggregates", "crash_aggregates_runs")
+FAMILY_TABLES: dict[str, tuple[str, str]] = {t.family: (t.rows, t.runs) for t in ALL_TABLES}
+LEGACY = families.DEFAULT
 #: How often (in rows) the Python work on a query's rows checks the deadline.
 CHECK_EVERY = 64
 
@@ -84,9 +101,17 @@ class WebStore(ReadableStore, Protocol):
     """What the dashboard reads through: the readable store plus a few read-only helpers."""
 
     limits: Limits
+    #: The families whose tables the store has, the one read when none is asked for, and the
+    #: one this view reads.
+    families: tuple[str, ...]
+    default_family: str
+    family: str
 
     def until(self, deadline: float) -> WebStore:
         """This store for one request: everything it runs ends by `deadline` (monotonic)."""
+
+    def for_family(self, name: str) -> WebStore:
+        """This store reading the family `name`'s tables (a UsageError when it has none)."""
 
     def select(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
         """Run one statement with the time limit and the row cap (read-only)."""
@@ -178,6 +203,10 @@ class _ReadOnly:
     _pool: _Pool
     #: The request's deadline (time.monotonic()), set on the views `until` makes.
     _deadline: float | None = None
+    families: tuple[str, ...] = (LEGACY,)
+    default_family: str = LEGACY
+    #: The family this view reads (`for_family`).
+    family: str = LEGACY
 
     def _fetch(self, sql: str, params: list[object], deadline: float
                ) -> tuple[list[str], list[Row]]:
@@ -188,6 +217,32 @@ class _ReadOnly:
         view = copy.copy(self)  # shares the connections
         view._deadline = deadline
         return view
+
+    def for_family(self, name: str) -> WebStore:
+        families.family(name)  # an unknown name: a UsageError (400)
+        if name not in self.families:
+            raise UsageError(f"family: this store holds no {name} tables (it holds "
+                             f"{', '.join(self.families)})")
+        view = copy.copy(self)
+        view.family = name
+        return view
+
+    def _choose_family(self, requested: str | None) -> None:
+        """The default family: the one asked for (serve --family), else the only one with
+        rows, else legacy when its tables are there, else the first family found."""
+        if requested is not None:
+            self.default_family = requested
+            self.family = self.for_family(requested).family
+            return
+        # Start-up work, not a request's: the time a connection may take, not the request limit.
+        opening = self.until(time.monotonic() + CONNECT_SECONDS)
+        with_rows = [name for name in self.families if opening.select(
+            f"SELECT 1 WHERE EXISTS (SELECT 1 FROM {FAMILY_TABLES[name][0]})")]
+        if len(with_rows) == 1:
+            chosen = with_rows[0]
+        else:
+            chosen = LEGACY if LEGACY in self.families else self.families[0]
+        self.default_family = self.family = chosen
 
     def _deadline_now(self) -> float:
         """The request's deadline, or the time limit from now outside a request."""
@@ -228,6 +283,7 @@ class _ReadOnly:
     # -- ReadableStore --------------------------------------------------------------------
 
     def sum_stats(self, query: StatsQuery) -> Grouped:
+        check_family(query, self.family)
         deadline = self._deadline_now()
         sql, params = query.sql(self.mark)
         found = grouped(self.until(deadline).select(sql, params), query)
@@ -235,11 +291,12 @@ class _ReadOnly:
 
     def distinct_values(self, dimension: str, first: date | None = None,
                         last: date | None = None) -> list[str]:
-        sql, params = distinct_sql(dimension, self.mark, first, last)
+        sql, params = distinct_sql(dimension, self.mark, first, last, family=self.family)
         return [str(row[0]) for row in self.select(sql, params)]
 
     def read_rows(self, submission_date: date | None = None) -> list[tuple[str, Aggregate]]:
-        sql = "SELECT submission_date, activity_date, dimensions, stats FROM crash_aggregates"
+        sql = ("SELECT submission_date, activity_date, dimensions, stats FROM "
+               + tables(self.family).rows)
         params: list[object] = []
         if submission_date is not None:
             sql += f" WHERE submission_date = {self.mark}"
@@ -259,7 +316,7 @@ class _ReadOnly:
     def runs_between(self, first: date | None, last: date | None) -> list[dict[str, Any]]:
         # Every column: a store written by an older release lacks the newer counters (read
         # as 0 here; the writing stores add them when they next open it).
-        sql = "SELECT * FROM crash_aggregates_runs"
+        sql = f"SELECT * FROM {tables(self.family).runs}"
         conditions, params = date_range("submission_date", self.mark, first, last)
         if conditions:
             sql += " WHERE " + " AND ".join(conditions)
@@ -273,14 +330,21 @@ class _ReadOnly:
                  for name in RUN_COLUMNS} for run in found]
 
     def date_span(self) -> tuple[date, date] | None:
-        found = self.select("SELECT min(submission_date), max(submission_date) "
-                            "FROM crash_aggregates")
+        found = self.select("SELECT min(submission_date), max(submission_date) FROM "
+                            + tables(self.family).rows)
         if not found or found[0][0] is None:
             return None
         return _day(found[0][0]), _day(found[0][1])
 
     def close(self) -> None:
         self._pool.close()
+
+    def _choose_family_or_close(self, requested: str | None) -> None:
+        try:
+            self._choose_family(requested)
+        except BaseException:
+            self.close()
+            raise
 
     # -- Store: the writing half is refused here too --------------------------------------
 
@@ -302,10 +366,20 @@ def _missing_tables(found: Iterable[object]) -> str:
     return ", ".join(name for name in TABLES if name not in present)
 
 
+def _families_with_tables(found: Iterable[object]) -> tuple[str, ...]:
+    """The families whose rows and runs tables are both among the tables `found`."""
+    present = set(found)
+    return tuple(name for name, needed in FAMILY_TABLES.items() if present.issuperset(needed))
+
+
+def _all_tables() -> list[str]:
+    return [name for pair in FAMILY_TABLES.values() for name in pair]
+
+
 class ReadOnlySqliteStore(_ReadOnly):
     mark = "?"
 
-    def __init__(self, url: str, limits: Limits = Limits()) -> None:
+    def __init__(self, url: str, limits: Limits = Limits(), family: str | None = None) -> None:
         self.url = url
         self.limits = limits
         self.path = sqlite_path(url)
@@ -323,12 +397,14 @@ class ReadOnlySqliteStore(_ReadOnly):
         except sqlite3.Error as exc:
             self.connection.close()
             raise StoreError(f"cannot read SQLite store {self.path}: {exc}") from None
-        missing = _missing_tables(row[0] for row in tables)
-        if missing:
+        names = [row[0] for row in tables]
+        self.families = _families_with_tables(names)
+        if not self.families:
             self.connection.close()
             raise StoreError(f"{self.path} is not a crash-aggregates store (no table "
-                             f"{missing}): fill one first")
+                             f"{_missing_tables(names)}): fill one first")
         self._pool = _Pool(self._connect, lambda connection: True, self.connection)
+        self._choose_family_or_close(family)
 
     def _connect(self, wait: float) -> sqlite3.Connection:
         try:
@@ -371,14 +447,14 @@ class ReadOnlyPostgresStore(_ReadOnly):
     mark = "%s"
     application_name = "crash-aggregates-web"
 
-    def __init__(self, url: str, limits: Limits = Limits()) -> None:
+    def __init__(self, url: str, limits: Limits = Limits(), family: str | None = None) -> None:
         try:
             import psycopg
         except ImportError:
             raise StoreError("PostgreSQL needs the postgres extra: "
                              "pip install 'crash-rate-aggregates[postgres]'") from None
         self._psycopg = psycopg
-        self._dsn = url
+        self._dsn = encode_userinfo(url)  # a raw `/ ? # @` in the password connects too
         self.url = redact(url)
         self.limits = limits
         self._secrets = [*url_secrets(url), *filter(None, [os.environ.get("PGPASSWORD")])]
@@ -386,6 +462,7 @@ class ReadOnlyPostgresStore(_ReadOnly):
         self.connection: Any = self._connect(CONNECT_SECONDS)
         self._check_tables()
         self._pool = _Pool(self._connect, self._healthy, self.connection)
+        self._choose_family_or_close(family)
 
     def _message(self, exc: BaseException) -> str:
         text = " ".join(str(exc).split()) or type(exc).__name__
@@ -400,16 +477,19 @@ class ReadOnlyPostgresStore(_ReadOnly):
         try:
             found = self.connection.execute(
                 "SELECT name FROM unnest(%s::text[]) AS name "
-                "WHERE to_regclass(quote_ident(name)) IS NOT NULL", (list(TABLES),)).fetchall()
+                "WHERE to_regclass(quote_ident(name)) IS NOT NULL",
+                (_all_tables(),)).fetchall()
         except psycopg.Error as exc:
             self.connection.close()
             raise StoreError(f"cannot read PostgreSQL at {self.url}: "
                              f"{self._message(exc)}") from None
-        missing = _missing_tables(row[0] for row in found)
-        if missing:
+        names = [row[0] for row in found]
+        self.families = _families_with_tables(names)
+        if not self.families:
             self.connection.close()
             raise StoreError(f"PostgreSQL at {self.url} holds no crash-aggregates store (no "
-                             f"table {missing} on the search path): fill one first")
+                             f"table {_missing_tables(names)} on the search path): fill one "
+                             "first")
 
     def _connect(self, wait: float) -> Any:
         psycopg = self._psycopg
@@ -465,16 +545,18 @@ class ReadOnlyPostgresStore(_ReadOnly):
 CONNECT_SECONDS = 10
 
 
-def open_readonly(url: str | None, limits: Limits = Limits()) -> WebStore:
+def open_readonly(url: str | None, limits: Limits = Limits(),
+                  family: str | None = None) -> WebStore:
     """The store at `url` (default: SQLite at ./crash_aggregates.db), read-only; one that
-    does not exist or lacks the tables is a StoreError (nothing is created)."""
+    does not exist or lacks the tables is a StoreError (nothing is created). `family` is the
+    one read when a request names none (default: the one family with rows, else legacy)."""
     from ..stores.base import DEFAULT_DB
 
     url = url or DEFAULT_DB
     scheme = url.split(":", 1)[0].lower() if ":" in url else ""
     if scheme == "sqlite":
-        return ReadOnlySqliteStore(url, limits)
+        return ReadOnlySqliteStore(url, limits, family)
     if scheme in ("postgresql", "postgres"):
-        return ReadOnlyPostgresStore(url, limits)
+        return ReadOnlyPostgresStore(url, limits, family)
     raise UsageError(f"unknown store URL {redact(url)!r}: use sqlite:///path.db or "
                      "postgresql://user@host/db")

@@ -54,6 +54,7 @@ class RatesQuery(Selection):
 
 
 class Rates(BaseModel):
+    family: str = Field(description="The ping family read: legacy or glean.")
     query: RatesQuery
     rows: list[RateRow]
 
@@ -65,8 +66,11 @@ class ChannelSeries(BaseModel):
 
 
 class Overview(BaseModel):
+    family: str = Field(description="The ping family read: legacy or glean.")
     selection: Selection
-    crash_types: list[str]
+    crash_types: list[str] = Field(description=(
+        "The family's crash types, in order (Glean: startup_crashes, a part of main_crashes, "
+        "last)."))
     crash_labels: dict[str, str]
     channels: list[ChannelSeries]
 
@@ -98,6 +102,7 @@ class ComparisonOut(BaseModel):
 
 
 class Comparison(BaseModel):
+    family: str = Field(description="The ping family read: legacy or glean.")
     dimension: str
     candidate: str
     baseline: str
@@ -111,10 +116,12 @@ class Comparison(BaseModel):
 
 
 class Dimensions(BaseModel):
+    family: str = Field(description="The ping family read: legacy or glean.")
     dimensions: list[str]
 
 
 class DimensionValues(BaseModel):
+    family: str = Field(description="The ping family read: legacy or glean.")
     dimension: str
     first: str | None
     last: str | None
@@ -137,6 +144,7 @@ class Run(BaseModel):
 
 
 class Runs(BaseModel):
+    family: str = Field(description="The ping family read: legacy or glean.")
     first: str | None
     last: str | None
     runs: list[Run]
@@ -151,6 +159,7 @@ class HealthDay(BaseModel):
 
 
 class Health(BaseModel):
+    family: str = Field(description="The ping family read: legacy or glean.")
     first: str | None
     last: str | None
     counters: list[str] = Field(description="The per-line counters, in order.")

@@ -8,6 +8,7 @@ uvicorn's log lines.
 from __future__ import annotations
 
 import errno
+import signal
 import socket
 
 import uvicorn
@@ -43,11 +44,13 @@ def listen(host: str, port: int) -> socket.socket:
     return listener
 
 
-def serve(db_url: str | None, host: str, port: int, limits: Limits) -> None:
-    """Serve until interrupted (Ctrl-C: a clean stop, exit status 0). A store that is missing
-    or lacks its tables, and an address that cannot be listened on, raise a
-    CrashAggregatesError (one line) before anything runs."""
-    store = open_readonly(db_url, limits)
+def serve(db_url: str | None, host: str, port: int, limits: Limits,
+          family: str | None = None) -> None:
+    """Serve until interrupted (Ctrl-C or SIGTERM: a clean stop, exit status 0). A store that
+    is missing or lacks its tables, and an address that cannot be listened on, raise a
+    CrashAggregatesError (one line) before anything runs. `family`: the ping family shown when
+    a request names none (default: the one the store holds, else legacy)."""
+    store = open_readonly(db_url, limits, family)
     try:
         listener = listen(host, port)
     except ListenError:
@@ -55,11 +58,16 @@ def serve(db_url: str | None, host: str, port: int, limits: Limits) -> None:
         raise
     port = listener.getsockname()[1]
     app = create_app(store, close_store=True)
-    print(f"crash-aggregates dashboard on http://{host}:{port}/ reading {redact(store.url)} "
-          f"read-only (each request limited to {limits.timeout_ms:,} ms, each query to "
-          f"{limits.max_rows:,} rows)", flush=True)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info",
                                            server_header=False))
+    # SIGTERM (a service manager's stop) is a clean stop, status 0, whenever it comes: the
+    # server, starting or running, finishes its requests and returns (uvicorn takes the signal
+    # itself while it runs, and hands it back to this handler when it has shut down).
+    signal.signal(signal.SIGTERM, lambda signum, frame: setattr(server, "should_exit", True))
+    print(f"crash-aggregates dashboard on http://{host}:{port}/ reading {redact(store.url)} "
+          f"read-only (each request limited to {limits.timeout_ms:,} ms, each query to "
+          f"{limits.max_rows:,} rows; family {store.default_family} unless a request asks "
+          f"for another of {', '.join(store.families)})", flush=True)
     try:
         server.run(sockets=[listener])
     except KeyboardInterrupt:

@@ -13,19 +13,24 @@ from datetime import date, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
-from .. import rules
+from .. import families, rules
 from ..errors import CrashAggregatesError, UsageError
 from ..reports import (
+    NoEarlierBuild,
     compare_builds,
+    crash_types,
     main_channel,
     natural_key,
     parse_pair,
-    previous_value,
     rate_rows,
 )
 from ..stores.queries import DateKind, StatsQuery, check_dimensions
 from .readonly import COUNTER_COLUMNS, TooManyRows, WebStore
 
+#: Every dimension some family has (filters and groups may name any of them).
+_ANY_FAMILY_DIMENSIONS: tuple[str, ...] = tuple(dict.fromkeys(
+    name for f in families.FAMILIES.values() for name in f[0].DIMENSION_NAMES))
+#: The legacy family's crash types; a view shows its store's family's (reports.crash_types).
 CRASH_TYPES: tuple[str, ...] = rules.CRASH_MEASURES
 CRASH_LABELS: dict[str, str] = {
     "main_crashes": "main",
@@ -34,6 +39,12 @@ CRASH_LABELS: dict[str, str] = {
     "gmplugin_crashes": "media plugin",
     "content_shutdown_crashes": "content shutdown",
     "gpu_crashes": "GPU",
+    # Glean's other process types; startup crashes are a part of main's, counted in both.
+    "rdd_crashes": "RDD",
+    "socket_crashes": "socket",
+    "utility_crashes": "utility",
+    "other_crashes": "other",
+    "startup_crashes": "startup (part of main)",
 }
 DATE_KINDS: tuple[DateKind, ...] = ("submission", "activity")
 #: Days the overview and health pages show when the URL gives no dates.
@@ -155,9 +166,10 @@ class Selection:
                 "last": self.last.isoformat() if self.last else None,
                 "date_kind": self.date_kind}
 
-    def query(self, by: Sequence[str] = (), per_date: bool = False) -> StatsQuery:
+    def query(self, family: str, by: Sequence[str] = (), per_date: bool = False
+              ) -> StatsQuery:
         return StatsQuery(by=tuple(by), first=self.first, last=self.last, where=self.filters,
-                          date_kind=self.date_kind, per_date=per_date)
+                          date_kind=self.date_kind, per_date=per_date, family=family)
 
     def query_string(self, **extra: str | None) -> str:
         """The URL query that shows this selection (for links that keep it)."""
@@ -170,22 +182,34 @@ class Selection:
         return urlencode(params)
 
 
-def _rate_row(row: Mapping[str, Any], by: Sequence[str]) -> dict[str, Any]:
+def _rate_row(row: Mapping[str, Any], by: Sequence[str], crashes: Sequence[str]
+              ) -> dict[str, Any]:
     return {
         "date": row.get("date"),
-        "dimensions": {name: row[name] for name in by},
+        "dimensions": {name: row.get(name) for name in by},
         "usage_hours": row["usage_hours"],
         "client_count": row["client_count"],
-        "rates": {crash: row[crash] for crash in CRASH_TYPES},
+        "rates": {crash: row[crash] for crash in crashes},
     }
 
 
 def rates(store: WebStore, selection: Selection, by: Sequence[str],
           per_date: bool = False) -> dict[str, Any]:
-    """Rates per 1,000 usage hours with 95% intervals, per group (and date)."""
-    query = selection.query(by, per_date)
-    rows = [_rate_row(row, by) for row in rate_rows(store, query)]
-    out: dict[str, Any] = finite({"query": {**selection.as_dict(), "by": list(by),
+    """Rates per 1,000 usage hours with 95% intervals, per group (and date), of the store's
+    family's crash types."""
+    known = families.family(store.family).DIMENSION_NAMES
+    crashes = crash_types(store.family)
+    found: list[dict[str, Any]] = []
+    # A dimension of another family that this family's pings lack (Glean has no
+    # experiment_id) is absent from every row: a filter on it matches nothing, and grouping by
+    # it gives null, as for any absent dimension. A name no family has is still an error.
+    lacking = set(_ANY_FAMILY_DIMENSIONS) - set(known)
+    if not lacking.intersection(selection.filters):
+        query = selection.query(store.family, [d for d in by if d not in lacking], per_date)
+        found = rate_rows(store, query)
+    rows = [_rate_row(row, by, crashes) for row in found]
+    out: dict[str, Any] = finite({"family": store.family,
+                                  "query": {**selection.as_dict(), "by": list(by),
                                             "per_date": per_date}, "rows": rows})
     return out
 
@@ -197,10 +221,12 @@ def overview(store: WebStore, selection: Selection) -> dict[str, Any]:
     for row in found["rows"]:
         channels.setdefault(row["dimensions"]["channel"], []).append(row)
     ordered = sorted(channels.items(), key=lambda item: (item[0] is None, item[0] or ""))
+    crashes = crash_types(store.family)
     return {
+        "family": store.family,
         "selection": selection.as_dict(),
-        "crash_types": list(CRASH_TYPES),
-        "crash_labels": CRASH_LABELS,
+        "crash_types": list(crashes),
+        "crash_labels": {crash: CRASH_LABELS.get(crash, crash) for crash in crashes},
         "channels": [{"channel": channel, "series": series, "latest": series[-1]}
                      for channel, series in ordered],
     }
@@ -217,19 +243,27 @@ def comparison(store: WebStore, candidate: str, baseline: str | None, channel: s
             check_value(name, value)
     dimension, value = parse_pair(candidate)
     against = parse_pair(baseline) if baseline else None
+    lacking = set(_ANY_FAMILY_DIMENSIONS) - set(families.family(store.family).DIMENSION_NAMES)
+    for pair in (dimension, value), against:
+        if pair is not None and pair[0] in lacking:
+            raise NotFound(f"{store.family} pings have no {pair[0]}: no data for "
+                           f"{pair[0]}={pair[1]}")
+    for name, pair in (("candidate", (dimension, value)), ("baseline", against)):
+        if pair is not None and pair[0] not in ("build_id", "build_version"):
+            raise UsageError(f"{name} compares builds: write build_id=... or "
+                             f"build_version=..., not {pair[0]}=")
     channel = channel or main_channel(store, dimension, value)
-    if against is None:
-        try:
-            against = (dimension, previous_value(store, dimension, value, channel))
-        except UsageError:
-            raise NotFound(f"no {dimension} before {value}"
-                           + (f" on {channel}" if channel else "")
-                           + ": give a baseline") from None
-    report = compare_builds(
-        store, (dimension, value), against,
-        channel=channel, first=selection.first, last=selection.last,
-        days_since_release=days_since_release, date_kind=selection.date_kind,
-        min_usage_hours=min_usage_hours)
+    try:
+        # The candidate's rows are looked for first: a typo is "no data", as on the CLI.
+        report = compare_builds(
+            store, (dimension, value), against,
+            channel=channel, first=selection.first, last=selection.last,
+            days_since_release=days_since_release, date_kind=selection.date_kind,
+            min_usage_hours=min_usage_hours)
+    except NoEarlierBuild:
+        raise NotFound(f"no {dimension} before {value}"
+                       + (f" on {channel}" if channel else "")
+                       + ": give a baseline") from None
     out: dict[str, Any] = finite(report.as_dict())
     out["min_usage_hours"] = min_usage_hours
     out["days_since_release"] = days_since_release
@@ -248,7 +282,7 @@ def _run(record: Mapping[str, Any]) -> dict[str, Any]:
 def runs(store: WebStore, first: date | None, last: date | None) -> dict[str, Any]:
     """Every run record of submission dates first..last, oldest first."""
     check_days(first, last)
-    return {"first": first.isoformat() if first else None,
+    return {"family": store.family, "first": first.isoformat() if first else None,
             "last": last.isoformat() if last else None,
             "runs": _runs(store, first, last)}
 
@@ -279,7 +313,7 @@ def health(store: WebStore, first: date | None, last: date | None) -> dict[str, 
         days.append({"submission_date": day, "runs": len(history), "latest": latest,
                      "lines_read": read,
                      "processed_share": processed / read if read else None})
-    return {"first": first.isoformat() if first else None,
+    return {"family": store.family, "first": first.isoformat() if first else None,
             "last": last.isoformat() if last else None,
             "counters": list(rules.COUNTERS),
             "run_counters": [c for c in COUNTER_COLUMNS if c not in rules.COUNTERS],
@@ -290,15 +324,19 @@ def dimension_values(store: WebStore, name: str, first: date | None,
                      last: date | None) -> dict[str, Any]:
     """The values a dimension takes (on submission dates first..last), sorted."""
     check_days(first, last)
-    return {"dimension": name, "first": first.isoformat() if first else None,
+    return {"family": store.family, "dimension": name,
+            "first": first.isoformat() if first else None,
             "last": last.isoformat() if last else None,
             "values": store.distinct_values(name, first, last)}
 
 
 def filter_options(store: WebStore, selection: Selection,
-                   names: Iterable[str] = rules.DIMENSION_NAMES) -> dict[str, list[str] | None]:
-    """Per dimension, the values the filters offer over the selection's dates (None: too
-    many, type one instead); the value a filter is set to is always offered."""
+                   names: Iterable[str] | None = None) -> dict[str, list[str] | None]:
+    """Per dimension (default: every one of the store's family), the values the filters offer
+    over the selection's dates (None: too many, type one instead); the value a filter is set
+    to is always offered."""
+    if names is None:
+        names = families.family(store.family).DIMENSION_NAMES
     first, last = selection.first, selection.last
     if last is not None and selection.date_kind == "activity":
         last = shift(last, 7)  # pings of an activity date arrive up to a week later
