@@ -4,7 +4,6 @@ rows and counters worked out by hand (the Spark engine too: test_spark.py)."""
 from __future__ import annotations
 
 import copy
-import gzip
 import json
 from datetime import date
 from fractions import Fraction
@@ -248,37 +247,3 @@ def test_usage_squares_past_int64_are_exact() -> None:
     assert row.stats["usage_hours_squared"] == float(Fraction(3 * top**2 + 1, unit**2))
     assert row.stats["client_usage_hours_squared"] == float(Fraction(total**2, unit**2))
 
-
-def _full_path(line: bytes) -> rules.Outcome:
-    """The outcome of a line of a dated folder, every field walked (no shortcut)."""
-    fields = glean.parse_line(line)
-    if fields is None:
-        return rules.Outcome(rules.MALFORMED_LINES, DAY)
-    return glean.evaluate_fields(fields, DAY)
-
-
-def test_lines_of_other_ping_types_skip_the_walk_with_the_same_outcome(tmp_path: Path) -> None:
-    # A line with none of the bytes a crash or baseline ping needs (and no escape) is told
-    # apart before its fields are walked: the outcome must be the one of the full walk.
-    from crash_rate_aggregates.synth_glean import generate_glean_store
-
-    generate_glean_store(tmp_path, DAY, DAY, 3000, seed=3, files_per_day=1)
-    lines = [line for path in tmp_path.rglob("*.gz")
-             for line in gzip.decompress(path.read_bytes()).splitlines() if line.strip()]
-    lines += [json.dumps(ping).encode() for ping in (*DECODED, *BIGQUERY)]
-    lines += [
-        b'{"ping_info": {}, "metadata": {"document_type": "events"}}',  # another type
-        b'{"ping_info": {}, "metadata": {"document_type": "cr\\u0061sh"}}',  # escaped: crash
-        b'{"ping_info": {"ping_type": "b\\u0061seline"}, "metrics": {}}',
-        b'{"ping_info": {}, "metrics": {"counter": {"browser_engagement_active_tick\\u0073": 3}}}',
-        b'[1, 2]', b'"a string"', b'{"ping_info": {}', b'{"a": 1, "a": 2}', b'\xff{}',
-    ]
-    skipped = 0
-    for line in lines:
-        outcome = glean.evaluate_line(line, DAY)
-        assert outcome == _full_path(line), line[:200]
-        assert glean.evaluate_line(memoryview(line), DAY) == outcome
-        skipped += glean._surely_another_type(line)
-    assert skipped > 100  # the synthetic day's other ping types, and the crafted ones
-    assert rules.Outcome(rules.CRASH_IGNORED, DAY) == glean.evaluate_line(
-        b'{"ping_info": {}, "metadata": {"document_type": "cr\\u0061sh"}}', DAY)

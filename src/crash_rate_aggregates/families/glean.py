@@ -469,31 +469,6 @@ def _dimension_values(fields: Fields, places: tuple[tuple[int, ...], ...]
 # -- the rules ----------------------------------------------------------------------------------
 
 
-#: What a crash or baseline ping cannot do without (rule 1): its type names and the keys that
-#: tell its type, in both spellings. JSON can spell them otherwise only with escapes.
-_TYPE_MARKS = (b"crash", b"baseline", b"active_ticks")
-
-
-def _surely_another_type(line: bytes | memoryview) -> bool:
-    """True when the line cannot be a crash or baseline ping: none of `_TYPE_MARKS` in its
-    bytes, and no backslash (an escape could spell one). Such a line, a ping of another type
-    in a stream of them all, needs no walk through its fields: a quarter of a synthetic day."""
-    text = line if type(line) is bytes else bytes(line)
-    return b"\\" not in text and not any(mark in text for mark in _TYPE_MARKS)
-
-
-def _is_object(line: bytes | memoryview) -> bool:
-    """Whether the line is valid JSON (as `parse_line` checks it) and an object."""
-    try:
-        doc = rules.PARSER.parse(line)
-    except (ValueError, RuntimeError):
-        return False
-    try:
-        return type(doc) is _OBJECT
-    finally:
-        del doc  # the parser is reused: no view into its buffer may outlive this call
-
-
 def evaluate_line(
     line: bytes | memoryview,
     layout_date: date | None,
@@ -507,8 +482,6 @@ def evaluate_line(
     the ping's `submission_timestamp` decides, and pings outside `wanted` give None).
     `sample_below`: keep only pings whose `sample_id` is an integer below it.
     """
-    if layout_date is not None and _surely_another_type(line):
-        return GleanOutcome(OTHER_DOC_TYPE if _is_object(line) else MALFORMED_LINES, layout_date)
     fields = parse_line(line)
     if fields is None:
         return GleanOutcome(MALFORMED_LINES, layout_date)
