@@ -30,7 +30,7 @@ from functools import cache
 from importlib import resources
 from io import BufferedWriter
 from pathlib import Path
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 import orjson
 import zstandard
@@ -39,6 +39,7 @@ __all__ = ["GenerateSummary", "generate_store"]
 
 Json = dict[str, Any]
 T = TypeVar("T")
+R = TypeVar("R")  # a generator's record type
 
 MESSY_SHARE = 0.02  # share of a day's lines that are messy on purpose
 _FLUSH_BYTES = 8 << 20  # write to the compressor in chunks of this size
@@ -845,17 +846,19 @@ def _gzip_writer(raw: BufferedWriter) -> gzip.GzipFile:
 
 
 @dataclass
-class _Writer:
+class StoreWriter(Generic[R]):
+    """Writes records as ping files in either layout (both generators' writer)."""
+
     out_dir: Path
     flat: bool
-    render: Callable[[_Record], bytes]
+    render: Callable[[R], bytes]
     files: int = 0
     pings: int = 0
     blank_lines: int = 0
     json_bytes: int = 0
     compressed_bytes: int = 0
 
-    def write_group(self, day: date, records: list[_Record], files_per_day: int) -> None:
+    def write_group(self, day: date, records: list[R], files_per_day: int) -> None:
         """Spread `records` in order over `files_per_day` files for `day`."""
         n = len(records)
         for k in range(files_per_day):
@@ -870,7 +873,7 @@ class _Writer:
         suffix = ".ndjson" if n == 1 else ".jsonl.zst" if n % 4 == 3 else ".jsonl.gz"
         return self.out_dir / f"pings-{n:04d}{suffix}"
 
-    def _write_file(self, path: Path, records: list[_Record]) -> None:
+    def _write_file(self, path: Path, records: list[R]) -> None:
         chunk: list[bytes] = []
         size = 0
         with _open_sink(path) as sink:
@@ -939,7 +942,7 @@ def generate_store(
     renderer = _Renderer(heavy)
     population = _make_population(rng, start, end, pings_per_day)
     planner = _Planner(rng, population, pings_per_day, flat)
-    writer = _Writer(out_dir, flat, renderer.render)
+    writer = StoreWriter(out_dir, flat, renderer.render)
     late: list[_Record] = []  # flat layout: yesterday's pings that arrive in today's files
     days = [start + timedelta(days=i) for i in range((end - start).days + 1)]
     for day in days:

@@ -37,8 +37,8 @@ from .synth import (
     _DROP,
     MESSY_SHARE,
     GenerateSummary,
+    StoreWriter,
     _allocate,
-    _open_sink,
     _patched,
     _pick,
     _poisson,
@@ -898,52 +898,6 @@ def _crash_metrics(p: Ping) -> Json:
 # Writing files
 
 
-@dataclass
-class _Writer:
-    out_dir: Path
-    flat: bool
-    files: int = 0
-    pings: int = 0
-    blank_lines: int = 0
-    json_bytes: int = 0
-    compressed_bytes: int = 0
-
-    def write_group(self, day: date, records: list[Record], files_per_day: int) -> None:
-        n = len(records)
-        for k in range(files_per_day):
-            path = self._path(day, k)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._write_file(path, records[k * n // files_per_day:(k + 1) * n // files_per_day])
-
-    def _path(self, day: date, k: int) -> Path:
-        if not self.flat:
-            return self.out_dir / f"submission_date={day:%Y-%m-%d}" / f"part-{k:04d}.json.gz"
-        n = self.files
-        suffix = ".ndjson" if n == 1 else ".jsonl.zst" if n % 4 == 3 else ".jsonl.gz"
-        return self.out_dir / f"pings-{n:04d}{suffix}"
-
-    def _write_file(self, path: Path, records: list[Record]) -> None:
-        chunk: list[bytes] = []
-        size = 0
-        with _open_sink(path) as sink:
-            for record in records:
-                line = render(record)
-                if line:
-                    self.pings += 1
-                else:
-                    self.blank_lines += 1
-                chunk += (line, b"\n")
-                size += len(line) + 1
-                if size >= _FLUSH_BYTES:
-                    sink.write(b"".join(chunk))
-                    self.json_bytes += size
-                    chunk, size = [], 0
-            sink.write(b"".join(chunk))
-            self.json_bytes += size
-        self.files += 1
-        self.compressed_bytes += path.stat().st_size
-
-
 def _checked(first: date, last: date, pings: int, layout: str, form: str) -> None:
     if last < first:
         raise ValueError(f"last date {last} is before the first {first}")
@@ -1012,7 +966,7 @@ def generate_glean_store(
     if files_per_day < 1:
         raise ValueError("files_per_day must be >= 1")
     planned, bad = _plan(first, last, pings, seed, layout, form)
-    writer = _Writer(Path(out_dir), layout == "flat")
+    writer = StoreWriter(Path(out_dir), layout == "flat", render)
     for day, records in planned:
         writer.write_group(day, records, files_per_day)
     return GenerateSummary(writer.out_dir, writer.files, writer.pings, writer.blank_lines,
