@@ -28,17 +28,15 @@ import os
 import resource
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from datetime import date
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from crash_rate_aggregates import rules
 from crash_rate_aggregates.families import glean
+from throughput import communicate_with_peak_rss  # beside this file
 
 DAY = date(2025, 6, 2)
 GOALS = {"pings_per_s": 40_000.0, "vs_baseline": 1.5, "scaling": 1.7, "rss_mb": 400.0}
@@ -147,29 +145,11 @@ def run_engine(store: Path, workers: int) -> tuple[dict[str, Any], float]:
     command = [sys.executable, __file__, "--child", str(store), "--workers", str(workers)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, env={**os.environ, "PYTHONHASHSEED": "0"})
-    peak = [0.0]
-    done = threading.Event()
-
-    def sample() -> None:
-        root = psutil.Process(process.pid)
-        while not done.is_set():
-            try:
-                tree = [root, *root.children(recursive=True)]
-                rss = sum(p.memory_info().rss for p in tree)
-            except psutil.Error:
-                rss = 0
-            peak[0] = max(peak[0], rss / 1e6)
-            time.sleep(0.05)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    out, err = process.communicate()
-    done.set()
-    sampler.join()
+    out, err, peak = communicate_with_peak_rss(process, interval=0.05)
     if process.returncode != 0:
         raise SystemExit(f"the engine failed ({process.returncode}): {err.strip()}")
     summary: dict[str, Any] = json.loads(out)
-    return summary, peak[0]
+    return summary, peak
 
 
 def best_engine(repeat: int, store: Path, workers: int) -> tuple[dict[str, Any], float]:

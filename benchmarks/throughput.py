@@ -123,29 +123,38 @@ def run_fill(store: Path, workers: int) -> tuple[float, float, str]:
         started = time.perf_counter()
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                    text=True)
-        peak = [0.0]
-        done = threading.Event()
-
-        def sample() -> None:
-            root = psutil.Process(process.pid)
-            while not done.is_set():
-                try:
-                    tree = [root, *root.children(recursive=True)]
-                    rss = sum(p.memory_info().rss for p in tree)
-                except psutil.Error:
-                    rss = 0
-                peak[0] = max(peak[0], rss / 1e6)
-                time.sleep(0.1)
-
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
-        out, err = process.communicate()
+        out, err, peak = communicate_with_peak_rss(process, interval=0.1)
         seconds = time.perf_counter() - started
-        done.set()
-        sampler.join()
     if process.returncode != 0:
         raise SystemExit(f"fill failed ({process.returncode}): {err.strip()}")
-    return seconds, peak[0], out.strip()
+    return seconds, peak, out.strip()
+
+
+def communicate_with_peak_rss(process: subprocess.Popen[str],
+                              interval: float) -> tuple[str, str, float]:
+    """`process.communicate()`, and the peak RSS (MB) of its whole process tree, sampled every
+    `interval` seconds meanwhile (the benchmarks' memory figures)."""
+    peak = 0.0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        root = psutil.Process(process.pid)
+        while not done.is_set():
+            try:
+                tree = [root, *root.children(recursive=True)]
+                rss = sum(p.memory_info().rss for p in tree)
+            except psutil.Error:
+                rss = 0
+            peak = max(peak, rss / 1e6)
+            time.sleep(interval)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    out, err = process.communicate()
+    done.set()
+    sampler.join()
+    return out, err, peak
 
 
 def dedupe_bytes_per_ping(store: Path) -> tuple[float, int]:

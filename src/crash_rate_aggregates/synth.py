@@ -367,7 +367,7 @@ _MESSY_KINDS: tuple[tuple[str, float], ...] = (
     ("bad_crash_date", 0.5), ("bad_crash_counts", 0.5), ("no_client_id", 0.5),
     ("meta_fallback", 0.5),
 )
-_FLAT_ONLY_KINDS: tuple[tuple[str, float], ...] = (("undated", 1),)
+FLAT_ONLY_KINDS: tuple[tuple[str, float], ...] = (("undated", 1),)
 
 
 def _allocate(total: int, weights: Sequence[tuple[str, float]]) -> list[tuple[str, int]]:
@@ -382,8 +382,35 @@ def _allocate(total: int, weights: Sequence[tuple[str, float]]) -> list[tuple[st
     return [(kind, counts[kind]) for kind, _ in weights]
 
 
-class _Planner:
+class MessyLines(Generic[R]):
+    """The messy share of a generated day, for both generators' planners: `messy_kinds` (by
+    weight, plus `undated` in the flat layout), each kind's variants in turn."""
+
+    messy_kinds: tuple[tuple[str, float], ...]
+    flat: bool
+    turns: dict[str, int]  # rotates through the variants of each messy kind
+
+    def _messy_line(self, kind: str, day: date, normal: list[R]) -> R:
+        raise NotImplementedError
+
+    def _turn(self, kind: str, options: Sequence[T]) -> T:
+        """The next variant of a messy kind, in turn, so that each variant shows up."""
+        n = self.turns.get(kind, 0)
+        self.turns[kind] = n + 1
+        return options[n % len(options)]
+
+    def _messy(self, day: date, total: int, normal: list[R]) -> list[R]:
+        kinds = self.messy_kinds + (FLAT_ONLY_KINDS if self.flat else ())
+        lines: list[R] = []
+        for kind, count in _allocate(total, kinds):
+            lines.extend(self._messy_line(kind, day, normal) for _ in range(count))
+        return lines
+
+
+class _Planner(MessyLines[_Record]):
     """Decides every line of a day; all randomness comes from one `random.Random`."""
+
+    messy_kinds = _MESSY_KINDS
 
     def __init__(self, rng: random.Random, population: _Population, pings_per_day: int,
                  flat: bool) -> None:
@@ -391,7 +418,7 @@ class _Planner:
         self.pop = population
         self.pings_per_day = pings_per_day
         self.flat = flat
-        self.turns: dict[str, int] = {}  # rotates through the variants of each messy kind
+        self.turns = {}
 
     def plan_day(self, day: date) -> list[_Record]:
         messy = round(self.pings_per_day * MESSY_SHARE)
@@ -476,19 +503,6 @@ class _Planner:
         return records[:cap]
 
     # -- messy lines -------------------------------------------------------------------------
-
-    def _turn(self, kind: str, options: Sequence[T]) -> T:
-        """The next variant of a messy kind, in turn, so that each variant shows up."""
-        n = self.turns.get(kind, 0)
-        self.turns[kind] = n + 1
-        return options[n % len(options)]
-
-    def _messy(self, day: date, total: int, normal: list[_Record]) -> list[_Record]:
-        kinds = _MESSY_KINDS + (_FLAT_ONLY_KINDS if self.flat else ())
-        lines: list[_Record] = []
-        for kind, count in _allocate(total, kinds):
-            lines.extend(self._messy_line(kind, day, normal) for _ in range(count))
-        return lines
 
     def _any_client(self) -> _Client:
         return self.rng.choice(self.pop.clients)

@@ -37,8 +37,8 @@ from .synth import (
     _DROP,
     MESSY_SHARE,
     GenerateSummary,
+    MessyLines,
     StoreWriter,
-    _allocate,
     _patched,
     _pick,
     _poisson,
@@ -375,11 +375,12 @@ _MESSY_KINDS: tuple[tuple[str, float], ...] = (
     ("duplicate", 3), ("malformed", 2), ("other_ping_type", 2), ("wrong_type", 3),
     ("no_client_id", 0.5), ("null_document_id", 0.5),
 )
-_FLAT_ONLY_KINDS: tuple[tuple[str, float], ...] = (("undated", 1),)
 
 
-class _Planner:
+class _Planner(MessyLines[Record]):
     """Decides every line of a day; all randomness comes from one `random.Random`."""
+
+    messy_kinds = _MESSY_KINDS
 
     def __init__(self, rng: random.Random, population: _Population, pings_per_day: int,
                  flat: bool, form: str) -> None:
@@ -388,7 +389,7 @@ class _Planner:
         self.pings_per_day = pings_per_day
         self.flat = flat
         self.form = form
-        self.turns: dict[str, int] = {}
+        self.turns = {}
 
     def plan_day(self, day: date) -> list[Record]:
         messy = round(self.pings_per_day * MESSY_SHARE)
@@ -544,19 +545,6 @@ class _Planner:
         return records[:cap]
 
     # -- messy lines -------------------------------------------------------------------------
-
-    def _turn(self, kind: str, options: Sequence[T]) -> T:
-        """The next variant of a messy kind, in turn, so that each variant shows up."""
-        n = self.turns.get(kind, 0)
-        self.turns[kind] = n + 1
-        return options[n % len(options)]
-
-    def _messy(self, day: date, total: int, normal: list[Record]) -> list[Record]:
-        kinds = _MESSY_KINDS + (_FLAT_ONLY_KINDS if self.flat else ())
-        lines: list[Record] = []
-        for kind, count in _allocate(total, kinds):
-            lines.extend(self._messy_line(kind, day, normal) for _ in range(count))
-        return lines
 
     def _some_ping(self, day: date, kind: str | None = None) -> Ping:
         """A fresh baseline (`inactive`, with usage) or crash ping, in turn, to spoil."""
