@@ -746,11 +746,34 @@ def test_the_client() -> None:
         assert processed(crash({"client_info/client_id": odd})).client_id is None
 
 
-def test_the_first_of_repeated_keys_counts() -> None:
-    text = line(BASE_CRASH).replace(b'"crash.process_type":"main"',
-                                    b'"crash.process_type":"gpu","crash.process_type":"main"')
+def test_the_last_of_repeated_keys_counts() -> None:
+    """As json.loads and orjson (the stdlib baseline) read them; also on the general path, taken
+    when a place is of a type the compiled picker cannot hold (here `client_info` a string)."""
+    repeated = (b'"crash.process_type":"main"',
+                b'"crash.process_type":"gpu","crash.process_type":"main"')
+    text = line(BASE_CRASH).replace(*repeated)
     assert text.count(b"crash.process_type") == 2
-    assert measures_of(text) == crash_row("gpu_crashes")
+    assert measures_of(text) == crash_row("main_crashes")
+    assert measures_of(line(crash({"client_info": "x"})).replace(*repeated)) == \
+        crash_row("main_crashes")
+    flipped = line(BASE_CRASH).replace(
+        repeated[0], b'"crash.process_type":"rdd","crash.process_type":"gpu"')
+    assert measures_of(flipped) == crash_row("gpu_crashes")
+
+
+def test_the_general_path_gives_what_the_picker_gives() -> None:
+    """A line the compiled picker cannot type goes through orjson and a dict walk, a line with
+    a byte order mark through the picker: the outcome is the dict path's."""
+    for doc in (crash({"client_info": "x"}), crash({"metrics/string": []}),
+                crash({"ping_info/ping_type": {"a": 1}}), baseline_doc_with_bom()):
+        text = line(doc) if isinstance(doc, dict) else doc
+        assert glean.parse_line(text) is not None
+        body = text.removeprefix(b"\xef\xbb\xbf")
+        assert glean.evaluate_line(text, DAY) == glean.evaluate_doc(orjson.loads(body), DAY)
+
+
+def baseline_doc_with_bom() -> bytes:
+    return b"\xef\xbb\xbf" + line(BASE_BASELINE)
 
 
 def test_the_stdlib_path_gives_the_same_outcomes() -> None:

@@ -146,7 +146,7 @@ _INT64_MAX = 2**63 - 1
 Key = tuple[Any, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen instance costs 1 µs to make, this 0.25 µs
 class Outcome:
     """Where one line lands.
 

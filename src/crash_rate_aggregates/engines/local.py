@@ -23,7 +23,7 @@ from datetime import date
 from typing import Any
 
 from .. import families, faults, rules
-from ..aggregation import DateAggregator, DateBatch, FrozenBatch
+from ..aggregation import DateAggregator, DateBatch, FrozenBatch, KeyIds
 from ..errors import CrashAggregatesError, InputError
 from ..sources import PingFile, PingStore, iter_lines
 
@@ -112,6 +112,7 @@ def scan_file(store: PingStore, file: PingFile, spec: ScanSpec) -> Iterator[Chun
     """Apply the rules to every line of one file, in chunks: one every CHUNK_RECORDS records,
     and one whenever the read advanced over blank lines alone (to show progress)."""
     batches: dict[date, DateBatch] = {}
+    key_ids: dict[date, KeyIds] = {}  # for the whole file: each key is sent once
     undated = lines = records = 0
     position = reported = 0
     for _, position, outcome in file_outcomes(store, file, spec):
@@ -131,7 +132,10 @@ def scan_file(store: PingStore, file: PingFile, spec: ScanSpec) -> Iterator[Chun
             continue
         batch = batches.get(day)
         if batch is None:
-            batch = batches[day] = DateBatch(spec.family)
+            numbers = key_ids.get(day)
+            if numbers is None:
+                numbers = key_ids[day] = KeyIds()
+            batch = batches[day] = DateBatch(spec.family, numbers)
         batch.add(outcome)
         records += 1
         if records >= CHUNK_RECORDS:

@@ -17,10 +17,12 @@ stages: a ping whose `doc_id` was seen is a duplicate; of the others, a crash pi
 from __future__ import annotations
 
 import re
-from collections.abc import Container, Iterable
+from collections.abc import Container
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
+
+import orjson
 
 from .. import rules
 from ..rules import (  # the counters are the legacy ones (SPEC section 8: "Counters")
@@ -43,6 +45,7 @@ from ..rules import (  # the counters are the legacy ones (SPEC section 8: "Coun
     dimension_string,
     is_json_int,
 )
+from . import picking
 
 __all__ = [
     "COUNTERS", "CORRUPT_FILES", "CRASH_IGNORED", "CRASH_NON_MAIN_IGNORED", "CRASH_PROCESSED",
@@ -210,7 +213,7 @@ GleanOutcome = Outcome
 
 # -- reading a ping -----------------------------------------------------------------------------
 
-_MISSING: Any = object()  # a key that is not there (JSON null is None, a present value)
+_MISSING: Any = picking.MISSING  # a key that is not there (JSON null is None, a present value)
 
 #: Every place the rules read besides the dimensions (each metric in both spellings).
 RULE_PATHS: tuple[Path, ...] = (
@@ -218,114 +221,50 @@ RULE_PATHS: tuple[Path, ...] = (
     CLIENT_ID, *PROCESS_TYPE, *IPC_CHANNEL_ERROR, *MINIDUMP_HASH, *STARTUP, *CRASH_TIME,
     *ACTIVE_TICKS, *DURATION, *DURATION_VALUE, *DURATION_UNIT,
 )
-Node = tuple[int, "dict[str, Node] | None"]  # (index of the place, children or None: a leaf)
-
-
-def _index_places(paths: Iterable[Path]) -> dict[Path, int]:
-    """An index for each place and each of its parents, parents first."""
-    index: dict[Path, int] = {}
-    for path in paths:
-        for depth in range(1, len(path) + 1):
-            index.setdefault(path[:depth], len(index))
-    return index
-
-
-def _place_tree(index: dict[Path, int]) -> dict[str, Node]:
-    """The places as a tree of keys, for the walk of `_pick`."""
-    tree: dict[str, Node] = {}
-    for path, place in index.items():  # parents come before their children
-        children = tree
-        for key in path[:-1]:
-            parent, below = children[key]
-            if below is None:
-                below = {}
-                children[key] = (parent, below)
-            children = below
-        children.setdefault(path[-1], (place, None))
-    return tree
-
-
-#: Each place's index in the list of fields that `parse_line` gives.
-FIELD_INDEX: dict[Path, int] = _index_places(
-    (*RULE_PATHS, *(path for dim in DIMENSIONS for path in dim.crash)))
-N_FIELDS = len(FIELD_INDEX)
-#: Every field the rules read: the only parts of a ping turned into Python values.
-FIELDS_READ: dict[str, Node] = _place_tree(FIELD_INDEX)
+_PICKER = picking.StructPicker((*RULE_PATHS, *(path for dim in DIMENSIONS for path in dim.crash)))
+#: Each place's index in the fields that `parse_line` gives.
+FIELD_INDEX: dict[Path, int] = _PICKER.index
+#: Every field the rules read, as a tree of keys: the only parts of a ping turned into values.
+FIELDS_READ: dict[str, picking.Node] = _PICKER.tree
+#: What a place holds when it is an object.
+_OBJECT_TYPES = _PICKER.object_types
+_BOM = b"\xef\xbb\xbf"
 
 
 def _ids(paths: tuple[Path, ...]) -> tuple[int, ...]:
     return tuple(FIELD_INDEX[path] for path in paths)
 
 
-_OBJECT, _ARRAY = rules.OBJECT, rules.ARRAY
-
-
-def _pick(obj: Any, tree: dict[str, Node], out: list[Any]) -> None:
-    """Copy the places of `tree` found in a simdjson object into `out`, as plain values. An
-    object where a value is read becomes {} (its wanted keys have their own places), an array
-    []: no rule takes either for a value.
-
-    It walks the object's keys rather than asking for each wanted key: simdjson answers a
-    present key in 0.05 µs but a missing one in 2 µs (an exception inside), and a Glean ping
-    lacks most of the keys asked for (each metric is looked for in two spellings)."""
-    for key in obj.keys():
-        node = tree.get(key)
-        if node is None:
-            continue
-        index, children = node
-        if out[index] is not _MISSING:
-            continue  # a repeated key: the first occurrence counts
-        value = obj[key]  # (the first occurrence)
-        kind = type(value)
-        if kind is _OBJECT:
-            if children is not None:
-                _pick(value, children, out)
-            value = {}
-        elif kind is _ARRAY:
-            value = []
-        out[index] = value
-
-
-def _pick_dict(obj: dict[str, Any], tree: dict[str, Node], out: list[Any]) -> None:
-    """`_pick` for a document already decoded into Python values."""
-    for key, (index, children) in tree.items():
-        value = obj.get(key, _MISSING)
-        if type(value) is dict:
-            if children is not None:
-                _pick_dict(value, children, out)
-            value = {}
-        elif type(value) is list:
-            value = []
-        out[index] = value
-
-
-Fields = list[Any]
+Fields = picking.Fields
 
 
 def parse_line(line: bytes | memoryview) -> Fields | None:
     """The places the rules read (`FIELD_INDEX`), as plain values, `_MISSING` where a key is
     missing or a step is not an object; None for a malformed line (not UTF-8 JSON, or not an
-    object). The legacy family's decoder: simdjson validates the whole line and only the places
-    read become Python objects."""
+    object). The decoder is the legacy family's (simdjson) for validating the whole line, and
+    msgspec for picking the places; a repeated key's last value counts (docs/performance.md)."""
     try:
         doc = rules.PARSER.parse(line)
     except (ValueError, RuntimeError):  # RuntimeError: too deep, or an integer over 64 bits
         return None
-    try:
-        if type(doc) is not _OBJECT:
+    is_object = type(doc) is rules.OBJECT
+    del doc  # the parser is reused: no view into its buffer may outlive this call
+    if not is_object:
+        return None
+    if line[:3] == _BOM:  # simdjson ignores it; msgspec and orjson refuse it
+        line = line[3:]
+    fields = _PICKER.pick(line)
+    if fields is None:  # a place of an unusual type: the slow, general way
+        try:
+            return _PICKER.fields_of_dict(orjson.loads(line))
+        except orjson.JSONDecodeError:  # (nothing simdjson accepts, but never a crash)
             return None
-        fields = [_MISSING] * N_FIELDS
-        _pick(doc, FIELDS_READ, fields)
-        return fields
-    finally:
-        del doc  # the parser is reused: no view into its buffer may outlive this call
+    return fields
 
 
 def fields_of(doc: dict[str, Any]) -> Fields:
     """The fields of a ping decoded by another JSON parser (tests, the stdlib baseline)."""
-    fields = [_MISSING] * N_FIELDS
-    _pick_dict(doc, FIELDS_READ, fields)
-    return fields
+    return _PICKER.fields_of_dict(doc)
 
 
 _YMD = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
@@ -417,7 +356,7 @@ def usage_nanoseconds(fields: Fields) -> int | None:
             return 0  # reason `active` or `dirty_startup`: no usage, still a ping
         value = fields[_DURATION_VALUE[spelling]]
         unit = fields[_DURATION_UNIT[spelling]]
-        if type(duration) is not dict or not is_json_int(value) or type(unit) is not str \
+        if type(duration) not in _OBJECT_TYPES or not is_json_int(value) or type(unit) is not str \
                 or unit not in TIME_UNITS:
             return None
         usage = value * TIME_UNITS[unit]
@@ -456,14 +395,19 @@ def _dimension_values(fields: Fields, places: tuple[tuple[int, ...], ...]
     """One value (None for absent) per dimension: the first place whose key is present."""
     values: list[str | None] = []
     for indexes in places:
-        found: str | None = None
         for index in indexes:
             value = fields[index]
             if value is not _MISSING:
-                found = dimension_string(value)
+                # (the usual short string, without the call: 8 of them a ping)
+                values.append(value if type(value) is str and len(value) <= _SHORT
+                              and "\x00" not in value else dimension_string(value))
                 break
-        values.append(found)
+        else:
+            values.append(None)
     return tuple(values)
+
+
+_SHORT = rules.MAX_DIMENSION_CHARS
 
 
 # -- the rules ----------------------------------------------------------------------------------
@@ -502,7 +446,7 @@ def evaluate_fields(
     dedupe: bool = True,
 ) -> GleanOutcome:
     """Rules 1 and 3 to 6 for the fields of one line of a known submission date."""
-    if type(fields[_PING_INFO]) is not dict:
+    if type(fields[_PING_INFO]) not in _OBJECT_TYPES:
         return GleanOutcome(OTHER_DOC_TYPE, submission)  # not a Glean ping
     kind = ping_type(fields)
     if kind != CRASH and kind != BASELINE:
