@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from conftest import write_ping_file
-from crash_rate_aggregates import rules
+from crash_rate_aggregates import rules, sketches
 from crash_rate_aggregates.aggregation import Aggregate, DateAggregator, DateBatch
 from crash_rate_aggregates.engines.local import ScanSpec, scan
 from crash_rate_aggregates.families import glean
@@ -247,3 +247,20 @@ def test_usage_squares_past_int64_are_exact() -> None:
     assert row.stats["usage_hours_squared"] == float(Fraction(3 * top**2 + 1, unit**2))
     assert row.stats["client_usage_hours_squared"] == float(Fraction(total**2, unit**2))
 
+
+
+def test_the_day_s_distinct_clients_by_hand(tmp_path: Path) -> None:
+    """Each row's sketches, as distinct counts: one desktop client crashed in every process type
+    on 2025-06-01; one desktop client had two ShutDownKill crashes on 2025-06-02; on Fenix, c2a4
+    had a main crash at startup and fenix-2 none. A kind nobody crashed in has no sketch."""
+    rows, _, _ = scan_day(write_day(tmp_path))
+    counts = [{name: None if blob is None else sketches.merge([blob]).count
+               for name, blob in row.sketches.items()} for row in rows]
+    nobody = dict.fromkeys(glean.CRASH_MEASURES, None)
+    assert counts == [
+        {**nobody, "clients": 1, **dict.fromkeys(
+            ("main_crashes", "content_crashes", "gpu_crashes", "gmplugin_crashes",
+             "rdd_crashes", "socket_crashes", "utility_crashes", "other_crashes"), 1)},
+        {**nobody, "clients": 2, "main_crashes": 1, "startup_crashes": 1},
+        {**nobody, "clients": 1, "content_shutdown_crashes": 1},
+    ]

@@ -192,7 +192,11 @@ def test_runs_are_recorded_and_numbered_per_family(
     assert _columns(db_url, columns.format("glean_crash_aggregates_runs")) == _columns(
         db_url, columns.format("crash_aggregates_runs"))
     assert _columns(db_url, columns.format("glean_crash_aggregates")) == [
-        "submission_date", "activity_date", "dimensions", "stats"]
+        "submission_date", "activity_date", "dimensions", "stats", "clients_sketch",
+        *(f"{crash}_clients_sketch" for crash in (
+            "main_crashes", "content_crashes", "content_shutdown_crashes", "gpu_crashes",
+            "gmplugin_crashes", "rdd_crashes", "socket_crashes", "utility_crashes",
+            "other_crashes", "startup_crashes"))]
 
 
 def _columns(url: str, sql: str) -> list[str]:

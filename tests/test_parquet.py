@@ -56,14 +56,22 @@ def test_layout_and_column_types(filled: tuple[Path, Path]) -> None:
     assert schema.field("activity_date").type == pa.string()
     assert schema.field("dimensions").type == pa.map_(pa.string(), pa.string())
     assert schema.field("stats").type == pa.map_(pa.string(), pa.float64())
-    assert schema.names == ["activity_date", "dimensions", "stats"]
+    sketches = ["clients_sketch", *(f"{crash}_clients_sketch" for crash in (
+        "main_crashes", "content_crashes", "plugin_crashes", "gmplugin_crashes",
+        "content_shutdown_crashes", "gpu_crashes"))]
+    assert schema.names == ["activity_date", "dimensions", "stats", *sketches]
+    assert all(schema.field(name).type == pa.binary() for name in sketches)
 
 
 def test_parquet_and_sqlite_hold_the_same_rows(filled: tuple[Path, Path]) -> None:
     db, out = filled
     sqlite_rows = open_store(f"sqlite:///{db}").read_rows()
     assert len(sqlite_rows) > 500
-    assert ParquetStore(str(out)).read_rows() == sqlite_rows
+    parquet_rows = ParquetStore(str(out)).read_rows()
+    assert parquet_rows == sqlite_rows
+    # the sketches too (rows compare by their stats): the same bytes in both stores
+    assert [row.sketches for _, row in parquet_rows] == [row.sketches for _, row in sqlite_rows]
+    assert any(row.sketches["main_crashes"] for _, row in sqlite_rows)
     # PyArrow's own dataset reader, hive partitions and all
     table = pq.read_table(out / "crash_aggregates" / "v1", partitioning="hive")
     arrow_rows = sorted(

@@ -60,8 +60,14 @@ def test_schema_matches_the_seed_table(pg_url: str) -> None:
         SELECT column_name, data_type, is_nullable FROM information_schema.columns
         WHERE table_name = 'crash_aggregates' AND table_schema = current_schema()
         ORDER BY ordinal_position""")
+    # the seed's four columns, then (migration 7) one nullable sketch per set of clients
+    sketch_columns = ["clients_sketch", "main_crashes_clients_sketch",
+                      "content_crashes_clients_sketch", "plugin_crashes_clients_sketch",
+                      "gmplugin_crashes_clients_sketch",
+                      "content_shutdown_crashes_clients_sketch", "gpu_crashes_clients_sketch"]
     assert columns == [("submission_date", "date", "NO"), ("activity_date", "date", "NO"),
-                       ("dimensions", "jsonb", "NO"), ("stats", "jsonb", "NO")]
+                       ("dimensions", "jsonb", "NO"), ("stats", "jsonb", "NO"),
+                       *((name, "bytea", "YES") for name in sketch_columns)]
     indexes = dict(query(pg_url, "SELECT indexname, indexdef FROM pg_indexes "
                                  "WHERE tablename = 'crash_aggregates' "
                                  "AND schemaname = current_schema()"))

@@ -66,6 +66,18 @@ def test_rates_json_matches_a_hand_computation(tmp_path: Path) -> None:
     assert rows[OLD]["main_crashes"]["method"] == "exact"
     low, high = rows[OLD]["main_crashes"]["lower"], rows[OLD]["main_crashes"]["upper"]
     assert low < 5.0 < high and high - 5.0 > 5.0 - low  # exact limits are asymmetric
+    # distinct clients: 60 a build; the new build's 30 crashes came from clients c0 to c29.
+    # Wilson's interval for 30 of 60, by hand (z = 1.959964): center 0.5, half = z / (1 +
+    # z^2/60) * sqrt(0.25/60 + z^2/14400) = 1.842031 * 0.066584 = 0.122649.
+    assert rows[NEW]["clients"] == 60 and rows[OLD]["clients"] == 60
+    assert rows[NEW]["main_crashes"]["crashing_clients"] == 30
+    assert rows[OLD]["main_crashes"]["crashing_clients"] == 6
+    assert rows[NEW]["main_crashes"]["incidence"] == pytest.approx(
+        {"value": 0.5, "lower": 0.377351, "upper": 0.622649}, abs=2e-6)
+    assert rows[NEW]["crash_free_users"] == pytest.approx(
+        {"value": 0.5, "lower": 0.377351, "upper": 0.622649}, abs=2e-6)
+    assert rows[OLD]["crash_free_users"]["value"] == pytest.approx(0.9)
+    assert rows[NEW]["content_crashes"]["crashing_clients"] == 0
 
 
 def test_rates_table_and_csv(tmp_path: Path) -> None:
@@ -73,10 +85,14 @@ def test_rates_table_and_csv(tmp_path: Path) -> None:
     code, out = invoke("rates", "--db", url, "--by", "channel", "--where", f"build_id={NEW}")
     assert code == 0
     header, rule, row = out.splitlines()[:3]
-    assert header.split()[:4] == ["channel", "usage", "hours", "clients"]
-    assert row.startswith("nightly") and "25.00 [" in row
+    assert header.split()[:8] == ["channel", "usage", "hours", "clients", "crash-free", "users",
+                                  "[95%]", "main"]
+    assert row.split()[:4] == ["nightly", "1,200", "60", "50.00%"] and "25.00 [" in row
     code, out = invoke("rates", "--db", url, "--by", "build_id", "--format", "csv")
-    assert out.splitlines()[0].startswith("build_id,usage_hours,client_count,main_crashes,")
+    assert out.splitlines()[0].startswith(
+        "build_id,usage_hours,client_count,clients,crash_free_users,crash_free_users_lower,"
+        "crash_free_users_upper,main_crashes,main_crashes_rate,main_crashes_lower,"
+        "main_crashes_upper,main_crashes_crashing_clients,main_crashes_incidence,")
     assert len(out.splitlines()) == 3
 
 

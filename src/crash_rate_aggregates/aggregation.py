@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from . import families, rules
+from . import families, rules, sketches
 from .errors import CrashAggregatesError
 
 
@@ -256,6 +256,9 @@ class Aggregate:
     activity_date: str
     dimensions: dict[str, str]
     stats: dict[str, float]
+    #: Distinct-client sketches by name (`sketches.names`): None where no client had any.
+    #: Not compared: rows equal by their stats; tests compare the sketches' estimates.
+    sketches: dict[str, bytes | None] = field(default_factory=dict, compare=False)
 
 
 class DateAggregator:
@@ -399,12 +402,35 @@ class DateAggregator:
         totals = [_group_sums(column, starts) for column in stacked]
         out: list[Aggregate] = []
         stats = self._family.STATS
-        for key_id, values in zip(key[starts].tolist(), _stat_rows(totals, self._units),
-                                  strict=True):
+        groups = _group_sketches(self._partial_client, measures[2:], starts,
+                                 self._family.CRASH_MEASURES)
+        for key_id, values, group in zip(key[starts].tolist(), _stat_rows(totals, self._units),
+                                         groups, strict=True):
             activity, dims = self._family.key_to_row(self._keys[key_id])
-            out.append(Aggregate(activity, dims, dict(zip(stats, values, strict=True))))
+            out.append(Aggregate(activity, dims, dict(zip(stats, values, strict=True)), group))
         out.sort(key=_row_order)
         return out
+
+
+def _group_sketches(clients: U64, crashes: Columns, starts: I64, crash_names: Sequence[str]
+                    ) -> list[dict[str, bytes | None]]:
+    """Per run of `starts` (one aggregate's clients), its sketches: of its clients with a
+    client id, and per crash measure of those with at least one such crash."""
+    named = (clients >> np.uint64(63)) == 0  # anonymous pings are in no sketch
+    crashed = [np.asarray(column > 0, dtype=bool) & named for column in crashes]
+    # only the aggregates with a crash of a kind make that kind's sketch: most have none
+    has_crash = [np.add.reduceat(flags.astype(np.int64), starts) > 0 for flags in crashed]
+    ends = [*starts[1:].tolist(), clients.size]
+    out: list[dict[str, bytes | None]] = []
+    for index, (start, end) in enumerate(zip(starts.tolist(), ends, strict=True)):
+        group = clients[start:end]
+        found: dict[str, bytes | None] = {
+            sketches.CLIENTS: sketches.sketch_of(group[named[start:end]])}
+        for name, flags, any_crash in zip(crash_names, crashed, has_crash, strict=True):
+            found[name] = sketches.sketch_of(group[flags[start:end]]) if any_crash[index] \
+                else None
+        out.append(found)
+    return out
 
 
 def stats_from_totals(totals: Sequence[int], family: str = families.DEFAULT

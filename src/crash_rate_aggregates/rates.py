@@ -225,6 +225,39 @@ def crash_rate(
                 low * effect / hours * per, high * effect / hours * per, EXACT, enough)
 
 
+# -- crashing clients -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Share:
+    """A share of clients (a fraction of 1) and its interval."""
+
+    value: float
+    lower: float
+    upper: float
+
+    def complement(self) -> Share:
+        """1 - the share: crash-free users from the main-crash incidence."""
+        return Share(1.0 - self.value, 1.0 - self.upper, 1.0 - self.lower)
+
+
+def incidence(crashing: int, clients: int, confidence: float = 0.95) -> Share | None:
+    """The share of `clients` with at least one crash, `crashing` of them, with Wilson's score
+    interval (a client either crashed or did not: a binomial proportion whose units are the
+    clients, so crash loops cannot narrow it). None without clients. The counts come from
+    sketches: a crashing count over the clients' (their estimates differ) is taken as all."""
+    _check_confidence(confidence)
+    if clients <= 0:
+        return None
+    k = min(max(crashing, 0), clients)
+    z = _z(confidence)
+    p = k / clients
+    scale = 1 + z * z / clients
+    center = (p + z * z / (2 * clients)) / scale
+    half = z / scale * math.sqrt(p * (1 - p) / clients + z * z / (4 * clients * clients))
+    return Share(p, max(0.0, center - half), min(1.0, center + half))
+
+
 # -- two rates --------------------------------------------------------------------------------
 
 

@@ -24,7 +24,16 @@ def short_name(crash: str) -> str:
 
 def _crash_types(rows: list[dict[str, Any]]) -> list[str]:
     """The crash types of rate rows (their dict values), in their order: the family's."""
-    return [key for key, value in rows[0].items() if isinstance(value, dict)] if rows else []
+    return [key for key, value in rows[0].items()
+            if isinstance(value, dict) and key != "crash_free_users"] if rows else []
+
+
+def _percent(share: dict[str, float] | None) -> str:
+    """A share as percentages: `99.12% [98.90, 99.31]`."""
+    if share is None:
+        return "-"
+    return (f"{100 * share['value']:.2f}% [{100 * share['lower']:.2f}, "
+            f"{100 * share['upper']:.2f}]")
 
 
 def _number(value: float | None, digits: int = 2) -> str:
@@ -59,10 +68,11 @@ def render_rates(rows: list[dict[str, Any]], by: list[str], output: str) -> str:
             writer.writerows(flat)
         return buffer.getvalue().rstrip("\n")
     crashes = _crash_types(rows)
-    header = [*by, "usage hours", "clients",
+    header = [*by, "usage hours", "clients", "crash-free users [95%]",
               *(short_name(c) + " /1000h [95%]" for c in crashes)]
     body = [[*(str(row.get(d) or "(none)") for d in by), _number(row["usage_hours"], 0),
-             _number(row["client_count"], 0), *(_interval(row[c]) for c in crashes)]
+             _number(row["clients"], 0), _percent(row["crash_free_users"]),
+             *(_interval(row[c]) for c in crashes)]
             for row in rows]
     return table(header, body) if body else "no aggregates match"
 

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from datetime import date, timedelta
 from typing import Any
 
-from . import families, rates, rules
+from . import families, rates, rules, sketches
 from .errors import CrashAggregatesError, UsageError
 from .stores.base import ReadableStore
 from .stores.queries import DateKind, StatsQuery
@@ -30,24 +30,42 @@ def crash_types(family: str) -> tuple[str, ...]:
 
 def rate_rows(store: ReadableStore, query: StatsQuery,
               crashes: Sequence[str] | None = None) -> list[dict[str, Any]]:
-    """One dict per group: its dimension values (and date), usage, clients, and per crash type
-    (default: those of the query's family) the rate per 1,000 usage hours with its 95%
-    interval."""
+    """One dict per group: its dimension values (and date), usage, `client_count` (the sum of
+    the aggregates' client counts), `clients` (distinct clients, from the sketches),
+    `crash_free_users`, and per crash type (default: those of the query's family) the rate per
+    1,000 usage hours with its 95% interval, the distinct `crashing_clients` and the
+    `incidence` (crashing clients / clients, with a 95% interval)."""
     measures = crash_types(query.family)
     crashes = measures if crashes is None else crashes
     out = []
     names = (["date"] if query.per_date else []) + list(query.by)
+    distinct = store.distinct_clients(query)
     for group, stats in store.sum_stats(query):
         row: dict[str, Any] = dict(zip(names, group, strict=True))
+        counts = distinct.get(group, {})
+        clients = counts.get(sketches.CLIENTS, sketches.NONE).count
         row["usage_hours"] = stats["usage_hours"]
         row["client_count"] = rates.whole(stats["client_count"])
+        row["clients"] = clients
+        main = rates.incidence(counts.get(MAIN, sketches.NONE).count, clients)
+        row["crash_free_users"] = _share(main.complement() if main else None)
         for crash in crashes:
             rate = rates.crash_rate(stats, crash, measures=measures)
+            crashing = counts.get(crash, sketches.NONE).count
             row[crash] = {"crashes": rate.crashes, "rate": rate.rate, "lower": rate.lower,
                           "upper": rate.upper, "method": rate.method,
-                          "enough_usage": rate.enough_usage}
+                          "enough_usage": rate.enough_usage, "crashing_clients": crashing,
+                          "incidence": _share(rates.incidence(crashing, clients))}
         out.append(row)
     return out
+
+
+#: The crash type of crash-free users: both families have it.
+MAIN = "main_crashes"
+
+
+def _share(share: rates.Share | None) -> dict[str, float] | None:
+    return None if share is None else asdict(share)
 
 
 def flat_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -55,13 +73,28 @@ def flat_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     are the row's (its dict values), whatever the family."""
     flat = []
     for row in rows:
-        out = {k: v for k, v in row.items() if not isinstance(v, dict)}
+        out = {k: v for k, v in row.items() if not isinstance(v, dict) and k not in _SHARES}
+        for name in _SHARES:
+            if name in row:
+                out.update(_flat_share(name, row[name]))
         for crash, cell in row.items():
-            if isinstance(cell, dict):
+            if isinstance(cell, dict) and crash not in _SHARES:
                 for key in ("crashes", "rate", "lower", "upper"):
                     out[f"{crash}_{key}" if key != "crashes" else crash] = cell[key]
+                if "crashing_clients" in cell:
+                    out[f"{crash}_crashing_clients"] = cell["crashing_clients"]
+                    out.update(_flat_share(f"{crash}_incidence", cell["incidence"]))
         flat.append(out)
     return flat
+
+
+_SHARES = ("crash_free_users",)
+
+
+def _flat_share(name: str, share: Mapping[str, float] | None) -> dict[str, float | None]:
+    share = share or {}
+    return {name: share.get("value"), f"{name}_lower": share.get("lower"),
+            f"{name}_upper": share.get("upper")}
 
 
 def natural_key(value: str) -> tuple[Any, ...]:

@@ -17,8 +17,10 @@ collecting pings to the driver:
    crash id) the same way;
 2. kept pings become counts of their kind, and processed ones their measures and squares,
    summed per (date, key, client);
-3. each client's sums become its share of the family's stats, summed per (date, key). Only
-   those aggregates and the counters reach the driver.
+3. each client's sums become its share of the family's stats, summed per (date, key), and
+   each client with a client id joins its aggregate's list of clients, from which the
+   executor makes the aggregate's distinct-client sketches (`sketches.sketch_of`, as the local
+   engine does). Only those aggregates and the counters reach the driver.
 
 Every sum is of integers (the family's measures: legacy usage in seconds, Glean usage in
 nanoseconds), in Python's exact arithmetic,
@@ -38,7 +40,9 @@ from collections.abc import Iterable, Iterator
 from datetime import date
 from typing import Any
 
-from .. import families, faults, rules
+import numpy as np
+
+from .. import families, faults, rules, sketches
 from ..aggregation import Aggregate, client_hash, hash64, stats_from_totals
 from ..errors import InputError, UsageError
 from ..sources import PingFile, PingStore
@@ -164,23 +168,42 @@ def _after_dedupe(item: tuple[tuple[Any, ...], Any]) -> Iterator[tuple[tuple[Any
 
 
 def _sum(a: Any, b: Any) -> Any:
-    """Counts and integer sums, exactly (Python integers do not overflow)."""
-    if isinstance(a, int):
+    """Counts and integer sums, exactly (Python integers do not overflow); lists of clients
+    (for the sketches) join."""
+    if isinstance(a, int | list):
         return a + b
     return tuple(x + y for x, y in zip(a, b, strict=True))
 
 
-def _client_to_key(item: tuple[tuple[Any, ...], Any]) -> tuple[tuple[Any, ...], Any]:
+def _client_to_key(item: tuple[tuple[Any, ...], Any]) -> Iterator[tuple[tuple[Any, ...], Any]]:
     """A client's sums within an aggregate (its N measures, then N - 1 squares) become its
-    share of the aggregate's stats."""
+    share of the aggregate's stats; a client with a client id also joins the aggregate's list
+    of clients, with which of its crash measures are not 0 (for the sketches)."""
     key, sums = item
     if key[0] == "count":
-        return key, sums
-    _, day, agg_key, _ = key
+        yield key, sums
+        return
+    _, day, agg_key, client = key
     n = (len(sums) + 1) // 2
     usage = sums[1]
-    return ("stats", day, agg_key), (*sums, 1, *(s * s for s in sums[1:n]),
-                                     *(c * usage for c in sums[2:n]))
+    yield ("stats", day, agg_key), (*sums, 1, *(s * s for s in sums[1:n]),
+                                    *(c * usage for c in sums[2:n]))
+    if isinstance(client, int):  # (a ping without client id has its order for a client)
+        yield ("clients", day, agg_key), [(client, tuple(c > 0 for c in sums[2:n]))]
+
+
+def _sketches_of(item: tuple[tuple[Any, ...], Any]) -> tuple[tuple[Any, ...], Any]:
+    """An aggregate's list of clients becomes its sketches (in the executor), as the local
+    engine makes them from the same client hashes."""
+    key, value = item
+    if key[0] != "clients":
+        return item
+    hashes = np.array([client for client, _ in value], dtype=np.uint64)
+    found: dict[int, bytes | None] = {-1: sketches.sketch_of(hashes)}
+    for index in range(len(value[0][1])):
+        chosen = [client for client, crashed in value if crashed[index]]
+        found[index] = sketches.sketch_of(np.array(chosen, dtype=np.uint64))
+    return key, found
 
 
 def scan_spark(spark: Any, store_url: str, files: list[PingFile], spec: ScanSpec
@@ -212,18 +235,24 @@ def _scan(spark: Any, store_url: str, files: list[PingFile], spec: ScanSpec
     results = (deduped
                .flatMap(_after_dedupe)
                .reduceByKey(_sum, partitions)
-               .map(_client_to_key)
+               .flatMap(_client_to_key)
                .reduceByKey(_sum, partitions)
+               .map(_sketches_of)
                .collect())
     counts = {(key[1], key[2]): value for key, value in results if key[0] == "count"}
     totals = [((key[1], key[2]), value) for key, value in results if key[0] == "stats"]
+    clients = {(key[1], key[2]): value for key, value in results if key[0] == "clients"}
+    names = sketches.names(family.CRASH_MEASURES)
 
     wanted = [spec.layout_date] if spec.layout_date is not None else sorted(spec.wanted)
     out: DateRows = {day: ([], {name: 0 for name in family.COUNTERS}, []) for day in wanted}
     for (day_ordinal, key), values in totals:
         activity, dims = family.key_to_row(key)
         rows = out[date.fromordinal(day_ordinal)][0]
-        rows.append(Aggregate(activity, dims, stats_from_totals(values, spec.family)))
+        made = clients.get((day_ordinal, key), {})
+        rows.append(Aggregate(activity, dims, stats_from_totals(values, spec.family),
+                              {name: made.get(index) for name, index in
+                               zip(names, range(-1, len(names) - 1), strict=True)}))
     undated = 0
     for (day_ordinal, counter), count in counts.items():
         if day_ordinal is None:

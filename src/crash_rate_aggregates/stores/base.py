@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from .. import families, rules
 from ..aggregation import Aggregate
 from ..errors import UsageError
-from .queries import Grouped, StatsQuery
+from .queries import Distincts, Grouped, StatsQuery
 
 DEFAULT_DB = "sqlite:///crash_aggregates.db"
 #: Columns of the run table besides the counters, in order.
@@ -106,6 +106,9 @@ class ReadableStore(Store, Protocol):
     def distinct_values(self, dimension: str, first: date | None = None,
                         last: date | None = None) -> list[str]:
         """The values a dimension takes, sorted."""
+
+    def distinct_clients(self, query: StatsQuery) -> Distincts:
+        """Per group of `query`, each sketch's distinct clients (its rows' sketches merged)."""
 
 
 def open_store(url: str | None, create: bool = True, family: str = families.DEFAULT) -> Store:

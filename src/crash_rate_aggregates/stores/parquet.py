@@ -50,6 +50,7 @@ from ..aggregation import Aggregate
 from ..errors import StoreError
 from ..sources import filesystem
 from .base import RunRecord, redact, row_sort_key
+from .queries import sketch_columns, sketch_names
 
 #: The legacy family's table folder (`families.table(family)` for any family's).
 TABLE = families.table(families.DEFAULT)
@@ -111,15 +112,21 @@ def _pyarrow() -> Any:
     return pyarrow
 
 
-def to_table(rows: Sequence[Aggregate]) -> Any:
+def to_table(rows: Sequence[Aggregate], family: str = families.DEFAULT) -> Any:
+    """The rows as an Arrow table: activity date, dimensions and stats as maps, then one
+    binary column per distinct-client sketch (null for none), which Spark's `hll_union_agg`
+    and `hll_sketch_estimate` read as they are."""
     pa = _pyarrow()
-    return pa.table({
+    columns = {
         "activity_date": pa.array([r.activity_date for r in rows], pa.string()),
         "dimensions": pa.array([list(r.dimensions.items()) for r in rows],
                                pa.map_(pa.string(), pa.string())),
         "stats": pa.array([list(r.stats.items()) for r in rows], pa.map_(pa.string(),
                                                                           pa.float64())),
-    })
+    }
+    for name, column in zip(sketch_names(family), sketch_columns(family), strict=True):
+        columns[column] = pa.array([r.sketches.get(name) for r in rows], pa.binary())
+    return pa.table(columns)
 
 
 #: How long an old partition exchanged out is kept (in `<table>/_retired/`) before it is
@@ -212,7 +219,7 @@ class ParquetStore:
         pq = _pyarrow().parquet
         self.fs.makedirs(folder, exist_ok=True)
         with self.fs.open(f"{folder}/{name}", "wb") as out:
-            pq.write_table(to_table(rows), out, compression="zstd")
+            pq.write_table(to_table(rows, self.family), out, compression="zstd")
 
     def _write_marker(self, folder: str, marker: dict[str, Any]) -> None:
         with self.fs.open(f"{folder}/{MARKER}", "wb") as out:
@@ -276,10 +283,15 @@ class ParquetStore:
             for name in marker["files"]:
                 with self.fs.open(f"{self.partition(day)}/{name}", "rb") as source:
                     table = pq.read_table(source)
+                names = zip(sketch_names(self.family), sketch_columns(self.family),
+                            strict=True)
+                present = [(name, column) for name, column in names
+                           if column in table.column_names]  # (files of earlier releases)
                 for record in table.to_pylist():
-                    rows.append((day, Aggregate(record["activity_date"],
-                                                dict(record["dimensions"]),
-                                                dict(record["stats"]))))
+                    rows.append((day, Aggregate(
+                        record["activity_date"], dict(record["dimensions"]),
+                        dict(record["stats"]),
+                        {name: record[column] for name, column in present})))
         rows.sort(key=lambda pair: (pair[0], row_sort_key(pair[1])))
         return rows
 

@@ -34,12 +34,16 @@ from .queries import (
     LEGACY,
     VIEW_RATES,
     VIEWS,
+    Distincts,
     Grouped,
     StatsQuery,
     Tables,
     check_family,
+    distinct_clients,
     distinct_sql,
     grouped,
+    sketch_columns,
+    sketch_names,
     tables,
     views,
 )
@@ -156,6 +160,9 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     """),
     # The Glean family's tables and views (SPEC section 8), beside the legacy ones.
     (6, _family_schema(tables(families.glean.NAME))),
+    # Rows carry distinct-client sketches (Apache DataSketches HLL), NULL for none.
+    (7, "".join(f"ALTER TABLE {names.rows} ADD COLUMN IF NOT EXISTS {column} bytea;\n"
+                for names in ALL_TABLES for column in sketch_columns(names.family))),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 #: Runs in the order their writes committed: the last one is the one whose rows are in the
@@ -181,20 +188,26 @@ def _password(url: str) -> str | None:
     return unquote(match[1]) if match and match[1] else None
 
 
-def copy_line(day: str, row: Aggregate) -> bytes:
+def copy_line(day: str, row: Aggregate, names: Sequence[str] = ()) -> bytes:
     """One row in COPY's text format. orjson escapes every control character inside JSON
-    strings, so only backslashes need doubling."""
+    strings, so only backslashes need doubling; a sketch is bytea's hex form (`\\x...`, its
+    backslash doubled), a missing one COPY's NULL."""
     dims = orjson.dumps(row.dimensions, option=orjson.OPT_SORT_KEYS).replace(b"\\", b"\\\\")
     stats = orjson.dumps(row.stats, option=orjson.OPT_SORT_KEYS)
-    return b"%s\t%s\t%s\t%s\n" % (day.encode(), row.activity_date.encode(), dims, stats)
+    fields = [day.encode(), row.activity_date.encode(), dims, stats]
+    for name in names:  # the sketches, in the order of the COPY's columns
+        blob = row.sketches.get(name)
+        fields.append(b"\\N" if blob is None else b"\\\\x" + blob.hex().encode())
+    return b"\t".join(fields) + b"\n"
 
 
-def copy_blocks(day: str, rows: Iterable[Aggregate]) -> Iterator[bytes]:
+def copy_blocks(day: str, rows: Iterable[Aggregate], names: Sequence[str] = ()
+                ) -> Iterator[bytes]:
     """The rows as COPY text, in blocks of about a megabyte."""
     block: list[bytes] = []
     size = 0
     for row in rows:
-        line = copy_line(day, row)
+        line = copy_line(day, row, names)
         block.append(line)
         size += len(line)
         if size >= _COPY_BLOCK:
@@ -335,9 +348,11 @@ class PostgresStore(_Server):
             self._lock_date(cursor, submission_date)
             cursor.execute(f"DELETE FROM {rows_table} WHERE submission_date = %s",
                            (submission_date,))
-            with cursor.copy(f"COPY {rows_table} (submission_date, activity_date, "
-                             "dimensions, stats) FROM STDIN") as copy:
-                for number, block in enumerate(copy_blocks(day, rows)):
+            columns = ", ".join(("submission_date", "activity_date", "dimensions", "stats",
+                                 *sketch_columns(self.family)))
+            with cursor.copy(f"COPY {rows_table} ({columns}) FROM STDIN") as copy:
+                for number, block in enumerate(copy_blocks(day, rows,
+                                                           sketch_names(self.family))):
                     copy.write(block)
                     if number == 0:
                         faults.fault_point(DURING_COPY)
@@ -364,8 +379,8 @@ class PostgresStore(_Server):
             f"ON CONFLICT (run_id, submission_date) DO UPDATE SET {updates}", run.values())
 
     def read_rows(self, submission_date: date | None = None) -> list[tuple[str, Aggregate]]:
-        sql = ("SELECT submission_date, activity_date, dimensions, stats "
-               f"FROM {self.tables.rows}")
+        sql = (f"SELECT submission_date, activity_date, dimensions, stats, "
+               f"{', '.join(sketch_columns(self.family))} FROM {self.tables.rows}")
         args: tuple[date, ...] = ()
         if submission_date is not None:
             sql += " WHERE submission_date = %s"
@@ -373,9 +388,12 @@ class PostgresStore(_Server):
         with self._transaction("read rows") as cursor:
             cursor.execute(sql, args)
             found = cursor.fetchall()
-        rows = [(day.isoformat(), Aggregate(activity.isoformat(), dims,
-                                            {k: float(v) for k, v in stats.items()}))
-                for day, activity, dims, stats in found]
+        names = sketch_names(self.family)
+        rows = [(day.isoformat(), Aggregate(
+                    activity.isoformat(), dims, {k: float(v) for k, v in stats.items()},
+                    {name: None if blob is None else bytes(blob)
+                     for name, blob in zip(names, blobs, strict=True)}))
+                for day, activity, dims, stats, *blobs in found]
         rows.sort(key=lambda pair: (pair[0], row_sort_key(pair[1])))
         return rows
 
@@ -398,6 +416,14 @@ class PostgresStore(_Server):
         with self._transaction("sum stats") as cursor:
             cursor.execute(sql, params)
             return grouped(cursor.fetchall(), query)
+
+    def distinct_clients(self, query: StatsQuery) -> Distincts:
+        """Per group of `query`, the distinct clients of each sketch, merged in Python."""
+        check_family(query, self.family)
+        sql, params = query.sketch_sql("%s")
+        with self._transaction("merge sketches") as cursor:
+            cursor.execute(sql, params)
+            return distinct_clients(cursor.fetchall(), query)
 
     def distinct_values(self, dimension: str, first: date | None = None,
                         last: date | None = None) -> list[str]:

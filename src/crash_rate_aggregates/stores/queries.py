@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Literal
 
-from .. import families
+from .. import families, sketches
 from ..errors import UsageError
 
 DateKind = Literal["submission", "activity"]
@@ -96,6 +96,14 @@ class StatsQuery:
 
     def sql(self, mark: str) -> tuple[str, list[object]]:
         """The query and its parameters; `mark` is the driver's placeholder (? or %s)."""
+        return self._select(mark, [f"sum({number(stat)})" for stat in self.stats], True)
+
+    def sketch_sql(self, mark: str) -> tuple[str, list[object]]:
+        """Each row's group values and sketches, with the same groups and filters as `sql`:
+        SQL cannot merge the sketches, `distinct_clients` does."""
+        return self._select(mark, list(sketch_columns(self.family)), False)
+
+    def _select(self, mark: str, values: list[str], sums: bool) -> tuple[str, list[object]]:
         date_column = f"{self.date_kind}_date"
         columns: list[str] = []
         params: list[object] = []
@@ -104,8 +112,7 @@ class StatsQuery:
         for name in self.by:
             columns.append(f"dimensions->>{mark}")
             params.append(name)
-        sums = [f"sum({number(stat)})" for stat in self.stats]
-        sql = f"SELECT {', '.join([*columns, *sums])} FROM {tables(self.family).rows}"
+        sql = f"SELECT {', '.join([*columns, *values])} FROM {tables(self.family).rows}"
         conditions, dates = date_range(date_column, mark, self.first, self.last)
         params.extend(dates)
         for name, value in self.where.items():
@@ -113,10 +120,39 @@ class StatsQuery:
             params.extend([name, value])
         if conditions:
             sql += " WHERE " + " AND ".join(conditions)
-        if columns:
+        if columns and sums:
             ordinals = ", ".join(str(i + 1) for i in range(len(columns)))
             sql += f" GROUP BY {ordinals} ORDER BY {ordinals}"
         return sql, params
+
+
+def sketch_names(family: str = LEGACY) -> tuple[str, ...]:
+    """The distinct-client sketches of a family's rows (`sketches.names`)."""
+    return sketches.names(families.family(family).CRASH_MEASURES)
+
+
+def sketch_columns(family: str = LEGACY) -> tuple[str, ...]:
+    """Their columns, in the same order: `clients_sketch`, `main_crashes_clients_sketch`..."""
+    return tuple(sketches.column(name) for name in sketch_names(family))
+
+
+Distincts = dict[tuple[object, ...], dict[str, sketches.Distinct]]
+
+
+def distinct_clients(found: Sequence[Sequence[object]], query: StatsQuery) -> Distincts:
+    """Rows of `StatsQuery.sketch_sql` merged per group: each sketch's distinct clients
+    (dates as ISO text, as in `grouped`)."""
+    width = len(query.by) + (1 if query.per_date else 0)
+    names = sketch_names(query.family)
+    blobs: dict[tuple[object, ...], list[list[bytes | None]]] = {}
+    for row in found:
+        group = tuple(v.isoformat() if isinstance(v, date) else v for v in row[:width])
+        lists = blobs.setdefault(group, [[] for _ in names])
+        for index, blob in enumerate(row[width:]):
+            lists[index].append(blob)  # type: ignore[arg-type]
+    return {group: {name: sketches.merge(column) for name, column in zip(names, lists,
+                                                                          strict=True)}
+            for group, lists in blobs.items()}
 
 
 def check_family(query: StatsQuery, family: str) -> None:

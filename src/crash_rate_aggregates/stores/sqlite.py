@@ -24,19 +24,24 @@ from .base import RUN_COLUMNS, RunRecord, no_store, row_sort_key
 from .queries import (
     ALL_TABLES,
     LEGACY,
+    Distincts,
     Grouped,
     StatsQuery,
     Tables,
     check_family,
+    distinct_clients,
     distinct_sql,
     grouped,
+    sketch_columns,
+    sketch_names,
     tables,
     views,
 )
 
 #: 2: run records carry `commit_seq`, their order of commit (see `read_runs`).
 #: 3: the Glean family's tables and views beside the legacy ones.
-SCHEMA_VERSION = 3
+#: 4: rows carry distinct-client sketches (one BLOB column each, NULL for none).
+SCHEMA_VERSION = 4
 #: The tables that make a file a store: every release made them (the legacy family's).
 TABLES = (tables().rows, tables().runs)
 _COUNTER_COLUMNS = ",\n    ".join(f"{name} INTEGER NOT NULL DEFAULT 0"
@@ -52,7 +57,8 @@ def schema(names: Tables) -> tuple[str, ...]:
     submission_date TEXT NOT NULL,
     activity_date TEXT NOT NULL,
     dimensions TEXT NOT NULL,
-    stats TEXT NOT NULL
+    stats TEXT NOT NULL,
+    {", ".join(f"{column} BLOB" for column in sketch_columns(names.family))}
 )""",
         f"""CREATE INDEX IF NOT EXISTS {names.rows}_submission_date
     ON {names.rows} (submission_date)""",
@@ -135,6 +141,7 @@ class SqliteStore:
         self.url = url
         self.family = family
         self.tables = tables(family)
+        self._sketch_names = sketch_names(family)
         self.path = sqlite_path(url)
         if sqlite3.sqlite_version_info < (3, 38):
             raise StoreError(f"SQLite {sqlite3.sqlite_version} is too old: the ->> "
@@ -228,6 +235,10 @@ class SqliteStore:
         for column, kind in _ADDED_COLUMNS:
             if column not in have:
                 db.execute(f"ALTER TABLE {names.runs} ADD COLUMN {column} {kind}")
+        have = {row[1] for row in db.execute(f"PRAGMA table_info({names.rows})")}
+        for column in sketch_columns(names.family):  # schema 4: rows of earlier ones have none
+            if column not in have:
+                db.execute(f"ALTER TABLE {names.rows} ADD COLUMN {column} BLOB")
         [(last,)] = db.execute(f"SELECT coalesce(max(commit_seq), 0) FROM {names.runs}")
         db.execute(_number_old_runs(names.runs), (last,))
         db.execute(f"CREATE INDEX IF NOT EXISTS {names.runs}_commit "
@@ -252,16 +263,22 @@ class SqliteStore:
         self, submission_date: date, rows: Sequence[Aggregate], run: RunRecord
     ) -> None:
         day = submission_date.isoformat()
+        names = self._sketch_names
         records = (
             (day, row.activity_date, orjson.dumps(row.dimensions, option=_JSON_OPTIONS).decode(),
-             orjson.dumps(row.stats, option=_JSON_OPTIONS).decode())
+             orjson.dumps(row.stats, option=_JSON_OPTIONS).decode(),
+             *(row.sketches.get(name) for name in names))
             for row in rows
         )
         rows_table = self.tables.rows
+        columns = ("submission_date", "activity_date", "dimensions", "stats",
+                   *sketch_columns(self.family))
+        insert = (f"INSERT INTO {rows_table} ({', '.join(columns)}) "
+                  f"VALUES ({', '.join('?' * len(columns))})")
         faults.fault_point(BEFORE_REPLACE)
         with self._transaction() as db:
             db.execute(f"DELETE FROM {rows_table} WHERE submission_date = ?", (day,))
-            db.executemany(f"INSERT INTO {rows_table} VALUES (?, ?, ?, ?)", records)
+            db.executemany(insert, records)
             self._insert_run(db, run)
             faults.fault_point(BEFORE_COMMIT)
 
@@ -274,8 +291,8 @@ class SqliteStore:
         db.execute(_run_insert(self.tables.runs), run.values())
 
     def read_rows(self, submission_date: date | None = None) -> list[tuple[str, Aggregate]]:
-        sql = ("SELECT submission_date, activity_date, dimensions, stats "
-               f"FROM {self.tables.rows}")
+        sql = (f"SELECT submission_date, activity_date, dimensions, stats, "
+               f"{', '.join(sketch_columns(self.family))} FROM {self.tables.rows}")
         args: tuple[str, ...] = ()
         if submission_date is not None:
             sql += " WHERE submission_date = ?"
@@ -284,8 +301,10 @@ class SqliteStore:
             found = self.connection.execute(sql, args).fetchall()
         except sqlite3.Error as exc:
             raise StoreError(f"cannot read SQLite store {self.path}: {exc}") from None
-        rows = [(day, Aggregate(activity, orjson.loads(dims), orjson.loads(stats)))
-                for day, activity, dims, stats in found]
+        names = self._sketch_names
+        rows = [(day, Aggregate(activity, orjson.loads(dims), orjson.loads(stats),
+                                dict(zip(names, blobs, strict=True))))
+                for day, activity, dims, stats, *blobs in found]
         rows.sort(key=lambda pair: (pair[0], row_sort_key(pair[1])))
         return rows
 
@@ -306,6 +325,12 @@ class SqliteStore:
         check_family(query, self.family)
         sql, params = query.sql("?")
         return grouped(self._select(sql, params), query)
+
+    def distinct_clients(self, query: StatsQuery) -> Distincts:
+        """Per group of `query`, the distinct clients of each sketch, merged in Python."""
+        check_family(query, self.family)
+        sql, params = query.sketch_sql("?")
+        return distinct_clients(self._select(sql, params), query)
 
     def distinct_values(self, dimension: str, first: date | None = None,
                         last: date | None = None) -> list[str]:

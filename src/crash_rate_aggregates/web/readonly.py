@@ -49,10 +49,12 @@ from ..redact import encode_userinfo, scrub, url_secrets
 from ..stores.base import RUN_COLUMNS, ReadableStore, RunRecord, redact, row_sort_key
 from ..stores.queries import (
     ALL_TABLES,
+    Distincts,
     Grouped,
     StatsQuery,
     check_family,
     date_range,
+    distinct_clients,
     distinct_sql,
     grouped,
     tables,
@@ -75,13 +77,16 @@ CHECK_EVERY = 64
 
 @dataclass(frozen=True)
 class Limits:
-    """What one request may cost: wall-clock milliseconds and rows returned per query."""
+    """What one request may cost: wall-clock milliseconds and rows returned per query. The
+    sketches of distinct clients come one stored row each (SQL cannot merge them), so their
+    query has a cap of its own; the time limit bounds both."""
 
     timeout_ms: int = 5_000
     max_rows: int = 10_000
+    max_sketch_rows: int = 200_000
 
     def __post_init__(self) -> None:
-        if self.timeout_ms < 1 or self.max_rows < 1:
+        if self.timeout_ms < 1 or self.max_rows < 1 or self.max_sketch_rows < 1:
             raise UsageError("the query time limit and the row cap must be at least 1")
 
 
@@ -113,7 +118,8 @@ class WebStore(ReadableStore, Protocol):
     def for_family(self, name: str) -> WebStore:
         """This store reading the family `name`'s tables (a UsageError when it has none)."""
 
-    def select(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
+    def select(self, sql: str, params: Sequence[object] = (), cap: int | None = None
+               ) -> list[Row]:
         """Run one statement with the time limit and the row cap (read-only)."""
 
     def runs_between(self, first: date | None, last: date | None) -> list[dict[str, Any]]:
@@ -262,23 +268,26 @@ class _ReadOnly:
             raise self._timeout()
         return max(1, int(left * 1000))
 
-    def select_named(self, sql: str, params: Sequence[object] = ()
+    def select_named(self, sql: str, params: Sequence[object] = (), cap: int | None = None
                      ) -> tuple[list[str], list[Row]]:
-        """Column names and rows, with the time limit and the row cap (read-only)."""
+        """Column names and rows, with the time limit and the row cap (`cap`, default
+        `max_rows`; read-only)."""
         deadline = self._deadline_now()
         self._ms_left(deadline)  # a request out of time runs nothing more
+        cap = self.limits.max_rows if cap is None else cap
         args = list(params)
         if sql.split(None, 1)[0].upper() in ("SELECT", "WITH"):  # a query: cap its rows
             sql = f"{sql} LIMIT {self.mark}"
-            args.append(self.limits.max_rows + 1)
+            args.append(cap + 1)
         columns, rows = self._fetch(sql, args, deadline)
-        if len(rows) > self.limits.max_rows:
-            raise TooManyRows(f"the query returns more than {self.limits.max_rows:,} rows: "
+        if len(rows) > cap:
+            raise TooManyRows(f"the query returns more than {cap:,} rows: "
                               "narrow the dates or filters, or group by fewer dimensions")
         return columns, rows
 
-    def select(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
-        return self.select_named(sql, params)[1]
+    def select(self, sql: str, params: Sequence[object] = (), cap: int | None = None
+               ) -> list[Row]:
+        return self.select_named(sql, params, cap)[1]
 
     # -- ReadableStore --------------------------------------------------------------------
 
@@ -288,6 +297,14 @@ class _ReadOnly:
         sql, params = query.sql(self.mark)
         found = grouped(self.until(deadline).select(sql, params), query)
         return _CheckedRows(found, lambda: self._ms_left(deadline))
+
+    def distinct_clients(self, query: StatsQuery) -> Distincts:
+        check_family(query, self.family)
+        deadline = self._deadline_now()
+        sql, params = query.sketch_sql(self.mark)
+        found = self.until(deadline).select(sql, params, self.limits.max_sketch_rows)
+        self._ms_left(deadline)
+        return distinct_clients(found, query)
 
     def distinct_values(self, dimension: str, first: date | None = None,
                         last: date | None = None) -> list[str]:

@@ -29,6 +29,14 @@ class Selection(BaseModel):
     date_kind: Literal["submission", "activity"]
 
 
+class Share(BaseModel):
+    """A share of clients, as a fraction of 1, with its 95% interval (Wilson's)."""
+
+    value: float
+    lower: float
+    upper: float
+
+
 class RateFigure(BaseModel):
     """One crash type's rate per 1,000 usage hours with its 95% interval."""
 
@@ -38,13 +46,19 @@ class RateFigure(BaseModel):
     upper: Number
     method: Literal["exact", "none"]
     enough_usage: bool = Field(description="False when usage is too low to trust the rate.")
+    crashing_clients: int = Field(description="Distinct clients with at least one such crash.")
+    incidence: Share | None = Field(description="Crashing clients / clients; null without "
+                                                "clients.")
 
 
 class RateRow(BaseModel):
     date: str | None = Field(description="The date of the row (with per_date), else null.")
     dimensions: dict[str, str | None] = Field(description="The group's dimension values.")
     usage_hours: float
-    client_count: float
+    client_count: float = Field(description="The sum of the aggregates' client counts: a "
+                                            "client in two aggregates counts twice.")
+    clients: int = Field(description="Distinct clients (merged sketches): each counts once.")
+    crash_free_users: Share | None = Field(description="1 - the main-crash incidence.")
     rates: dict[str, RateFigure] = Field(description="Per crash type.")
 
 

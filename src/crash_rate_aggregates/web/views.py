@@ -189,6 +189,8 @@ def _rate_row(row: Mapping[str, Any], by: Sequence[str], crashes: Sequence[str]
         "dimensions": {name: row.get(name) for name in by},
         "usage_hours": row["usage_hours"],
         "client_count": row["client_count"],
+        "clients": row["clients"],
+        "crash_free_users": row["crash_free_users"],
         "rates": {crash: row[crash] for crash in crashes},
     }
 
