@@ -64,17 +64,26 @@ def measure(store_dir: Path, family: str, days: int) -> list[float]:
             ratio = added / row_bytes
             ratios.append(ratio)
             print(f"  {day}  {rows:7,}  {row_bytes:11,}  {added:12,}  {ratio:6.1%}")
-        with_sketches = db.stat().st_size
+        with_sketches = _vacuumed_size(db)
         with sqlite3.connect(db) as connection:
             connection.execute(f"UPDATE {table} SET {', '.join(f'{c} = NULL' for c in columns)}")
-        with sqlite3.connect(db) as connection:
-            connection.execute("VACUUM")
-        without = db.stat().st_size
+        without = _vacuumed_size(db)
         ratios.append(with_sketches / without - 1)
         print(f"  SQLite file: {with_sketches:,} bytes, {without:,} without the sketches: "
               f"+{with_sketches / without - 1:.1%}")
         ratios.append(parquet_ratio(parquet, family, columns))
     return ratios
+
+
+def _vacuumed_size(db: Path) -> int:
+    """The file's size once compacted, its WAL folded in: both sides measured alike."""
+    connection = sqlite3.connect(db)
+    try:
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        connection.execute("VACUUM")
+    finally:
+        connection.close()
+    return db.stat().st_size
 
 
 def parquet_ratio(root: Path, family: str, columns: tuple[str, ...]) -> float:

@@ -74,7 +74,10 @@ def test_client_level_sums_by_hand() -> None:
     assert stats["client_main_crashes_squared"] == 1 + 0 + 1
     assert stats["client_main_crashes_usage_hours"] == 1 * 2 + 0 + 0
     assert stats["client_content_crashes_usage_hours"] == 1 * 2
-    assert len(stats) == 29
+    # largest client: a's 1 and the anonymous ping's 1 main crash; a's 1 content crash
+    assert stats["client_main_crashes_max"] == 1
+    assert stats["client_content_crashes_max"] == 1 and stats["client_gpu_crashes_max"] == 0
+    assert len(stats) == 35
 
 
 @pytest.mark.parametrize("compact_every", [1, 3, 1_000_000])

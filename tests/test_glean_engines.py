@@ -113,7 +113,7 @@ FENIX = {"build_version": "139.0", "build_id": "2016093481", "channel": "release
 
 
 def _stats(**values: Fraction | int) -> dict[str, float]:
-    """The 45 stats: 0 but for `values` (exact), each rounded once."""
+    """The 55 stats: 0 but for `values` (exact), each rounded once."""
     stats = dict.fromkeys(glean.STATS, 0.0)
     for name, value in values.items():
         assert name in stats, name
@@ -123,10 +123,11 @@ def _stats(**values: Fraction | int) -> dict[str, float]:
 
 def _crash_counts(**counts: int) -> dict[str, int]:
     """Crash measures of one client's crash pings (0/1 a ping): sums, squares, client
-    squares (the one client's sum, squared)."""
+    squares (the one client's sum, squared), the largest client's count (that sum)."""
     out: dict[str, int] = {}
     for name, count in counts.items():
-        out |= {name: count, f"{name}_squared": count, f"client_{name}_squared": count**2}
+        out |= {name: count, f"{name}_squared": count, f"client_{name}_squared": count**2,
+                f"client_{name}_max": count}
     return out
 
 
@@ -190,7 +191,7 @@ def test_a_glean_day_gives_the_rows_worked_out_by_hand(tmp_path: Path, layout: s
     else:
         assert (counters, undated) == (COUNTERS, 0)
     assert rows == expected_rows()
-    assert [len(row.stats) for row in rows] == [45, 45, 45]
+    assert [len(row.stats) for row in rows] == [55, 55, 55]
 
 
 def test_workers_do_not_change_a_byte(tmp_path: Path) -> None:

@@ -203,7 +203,7 @@ def usage_of(doc: object) -> int:
 # -- the family's shape -------------------------------------------------------------------------
 
 
-def test_the_45_stats_of_section_8() -> None:
+def test_the_55_stats_of_section_8() -> None:
     crashes = ["main_crashes", "content_crashes", "content_shutdown_crashes", "gpu_crashes",
                "gmplugin_crashes", "rdd_crashes", "socket_crashes", "utility_crashes",
                "other_crashes", "startup_crashes"]
@@ -215,8 +215,9 @@ def test_the_45_stats_of_section_8() -> None:
         "client_count",
         *(f"client_{m}_squared" for m in squared),
         *(f"client_{c}_usage_hours" for c in crashes),
+        *(f"client_{c}_max" for c in crashes),
     )
-    assert len(glean.STATS) == 12 + 11 + 1 + 11 + 10 == 45
+    assert len(glean.STATS) == 12 + 11 + 1 + 11 + 10 + 10 == 55
     # usage is counted in nanoseconds: one hour is 3.6e12 of them
     assert glean.MEASURE_UNITS == (1, HOUR_NS, *(1,) * 10)
 
@@ -826,12 +827,13 @@ def model_fold(outcomes: list[GleanOutcome]) -> tuple[dict[str, int], dict[Any, 
                           for i in range(1, 12)]
         client_usage = [Fraction(sum(c[i] * c[1] for c in clients.values()), units[1])
                         for i in range(2, 12)]
-        values = [*totals, *squares, len(clients), *client_squares, *client_usage]
+        client_max = [max(c[i] for c in clients.values()) for i in range(2, 12)]
+        values = [*totals, *squares, len(clients), *client_squares, *client_usage, *client_max]
         rows[key] = dict(zip(glean.STATS, (float(v) for v in values), strict=True))
     return counters, rows
 
 
-def test_the_45_stats_of_an_aggregate_by_hand() -> None:
+def test_the_55_stats_of_an_aggregate_by_hand() -> None:
     same_dims = {"metrics/string/crash.app_channel": DROP,
                  "metrics/string/crash.app_build": DROP,
                  "metrics/string/crash.app_display_version": DROP,
@@ -862,6 +864,9 @@ def test_the_45_stats_of_an_aggregate_by_hand() -> None:
         "client_content_crashes_squared": 1, "client_main_crashes_usage_hours": 1 * 1.5,
         "client_startup_crashes_usage_hours": 1 * 1.5,
         "client_content_crashes_usage_hours": 1 * 2,
+        # the largest client: A's main and startup crash, B's content crash
+        "client_main_crashes_max": 1, "client_startup_crashes_max": 1,
+        "client_content_crashes_max": 1,
     })
     assert stats == expected
 

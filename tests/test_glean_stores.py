@@ -58,7 +58,7 @@ def both(db_url: str) -> Iterator[tuple[ReadableStore, ReadableStore]]:
 
 def glean_row(channel: str = "nightly", os_version: str = "10.0", activity: str = "2025-06-01",
               **stats: float) -> Aggregate:
-    """A Glean aggregate with every dimension and all 45 stats, each a distinct value that
+    """A Glean aggregate with every dimension and all 55 stats, each a distinct value that
     JSON text must carry exactly (thirds, a large square, a tiny usage)."""
     values = {name: (number + 1) / 3 for number, name in enumerate(glean.STATS)}
     values.update(usage_hours_squared=1.2345678901234567e25, usage_hours=1e-9)
@@ -126,8 +126,8 @@ def relations(url: str) -> set[str]:
 # -- rows and runs -----------------------------------------------------------------------------
 
 
-def test_the_glean_family_has_45_stats() -> None:
-    assert len(glean.STATS) == 45 and len(set(glean.STATS)) == 45
+def test_the_glean_family_has_55_stats() -> None:
+    assert len(glean.STATS) == 55 and len(set(glean.STATS)) == 55
 
 
 def test_glean_rows_read_back_exactly(both: tuple[ReadableStore, ReadableStore]) -> None:
@@ -235,11 +235,14 @@ def test_stats_queries_sum_the_familys_table_stats_and_dimensions(
     assert found[("nightly",)]["usage_hours"] == 5.0  # not the legacy row's 1000 hours
     assert found[("nightly",)]["main_crashes"] == 5.0
     assert found[("nightly",)]["rdd_crashes"] == 2 * (glean.STATS.index("rdd_crashes") + 1) / 3
+    # the largest client's count merges by max: both rows' value once, not twice
+    largest = "client_rdd_crashes_max"
+    assert found[("nightly",)][largest] == (glean.STATS.index(largest) + 1) / 3
     assert glean_store.distinct_values("os_version") == ["10.0", "11.0"]
     legacy_found = dict(legacy.sum_stats(StatsQuery(by=("channel",))))
     assert list(legacy_found) == [("nightly",)]
     assert legacy_found[("nightly",)]["usage_hours"] == 1000.0
-    assert len(legacy_found[("nightly",)]) == 29
+    assert len(legacy_found[("nightly",)]) == 35
 
 
 def test_dimension_names_are_checked_against_the_familys_table() -> None:

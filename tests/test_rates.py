@@ -17,13 +17,16 @@ from conftest import crash_ping, main_ping, to_bytes
 from crash_rate_aggregates import rules
 from crash_rate_aggregates.aggregation import DateAggregator, DateBatch
 from crash_rate_aggregates.rates import (
+    NO_CHANGE_FEW_CLIENTS,
     Z95,
     Comparison,
     Rate,
     add_stats,
     compare,
     crash_rate,
+    crashing_clients,
     exact_poisson_limits,
+    fay_feuer_upper,
     naive_poisson_interval,
     robust_variance,
 )
@@ -52,12 +55,19 @@ def poisson_stats(crashes: float, hours: float) -> dict[str, float]:
 # -- add_stats --------------------------------------------------------------------------------
 
 
-def test_add_stats_sums_key_by_key_and_fills_all_29() -> None:
+def test_add_stats_sums_key_by_key_and_fills_all_35() -> None:
     total = add_stats([{"usage_hours": 2.5, "main_crashes": 1}, {"usage_hours": 1.5}])
-    assert set(total) == set(rules.STATS) and len(total) == 29
+    assert set(total) == set(rules.STATS) and len(total) == 35
     assert total["usage_hours"] == 4.0 and total["main_crashes"] == 1.0
     assert total["client_gpu_crashes_usage_hours"] == 0.0
     assert add_stats([]) == dict.fromkeys(rules.STATS, 0.0)
+
+
+def test_add_stats_takes_the_largest_client_by_max() -> None:
+    # client_<crash>_max is the largest client's count: of two aggregates, the larger one.
+    total = add_stats([{CRASH: 7, f"client_{CRASH}_max": 5}, {CRASH: 4, f"client_{CRASH}_max": 3},
+                       {CRASH: 1}])
+    assert total[CRASH] == 12.0 and total[f"client_{CRASH}_max"] == 5.0
 
 
 # -- exact Poisson limits: Garwood's table ----------------------------------------------------
@@ -220,6 +230,61 @@ def test_interval_is_fay_and_feuers_gamma_interval(clients: list[tuple[float, fl
     assert got.upper == pytest.approx(upper / hours * 1000, rel=1e-9)
 
 
+# -- the largest client's weight (docs/rates.md, "Heavy crash loops") -------------------------
+
+
+def heavy_stats() -> dict[str, float]:
+    """100 clients of 10 h: one of 20 crashes, ten of one, 89 of none. C = 30, H = 1000,
+    sum c^2 = 410, sum c h = 300, sum h^2 = 10,000: residuals 410 - 2 * 0.03 * 300 + 0.03^2 *
+    10,000 = 401, Var(C) = 100/99 * 401, d = Var(C) / 30 = 13.50; the largest client has 20."""
+    stats = client_stats([(20, 10.0)] + [(1, 10.0)] * 10 + [(0, 10.0)] * 89)
+    return {**stats, f"client_{CRASH}_max": 20}
+
+
+def test_upper_limit_weighs_the_largest_client_by_hand() -> None:
+    stats = heavy_stats()
+    d = 100 / 99 * 401 / 30
+    assert stats[f"client_{CRASH}_squared"] == 410 and d == pytest.approx(13.5017, abs=1e-4)
+    # w = max(d, 20) = 20: shape (30 + 20)^2 / (13.50 * 30 + 20^2) = 2500 / 805.05 = 3.105,
+    # scale 805.05 / 50 = 16.10; scipy's gamma quantile, over H = 1000 h, per 1,000 h.
+    shape, scale = 50**2 / (d * 30 + 400), (d * 30 + 400) / 50
+    assert (shape, scale) == (pytest.approx(3.1054, abs=1e-4), pytest.approx(16.1010, abs=1e-4))
+    upper = gamma.ppf(0.975, shape, scale=scale)
+    assert upper == pytest.approx(119.01, abs=0.01)
+    rate = crash_rate(stats, CRASH)
+    assert rate.upper == pytest.approx(upper, rel=1e-12)
+    # The lower limit is the former one: Garwood's of k = C/d, times d/H.
+    assert rate.lower == pytest.approx(d * exact_poisson_limits(30 / d)[0], rel=1e-12)
+    # Without the stat (a row of an earlier release), w = d: d times Garwood's upper of 30 / d,
+    # 102.27; the heavy client widens the upper limit by 16%.
+    former = crash_rate({k: v for k, v in stats.items() if not k.endswith("_max")}, CRASH)
+    assert former.upper == pytest.approx(d * exact_poisson_limits(30 / d)[1], rel=1e-9)
+    assert former.upper == pytest.approx(102.27, abs=0.01)
+    assert former.lower == rate.lower
+
+
+@pytest.mark.parametrize(("crashes", "effect"), [(0, 1.0), (1, 1.0), (30, 13.5), (7.5, 2.25),
+                                                 (400, 1.0)])
+def test_with_w_equal_to_d_the_upper_limit_is_d_times_garwoods(crashes: float,
+                                                               effect: float) -> None:
+    # w = d: shape (C + d)^2 / (d C + d^2) = (C + d) / d = k + 1, scale d (C + d) / (C + d) = d:
+    # d times the gamma(k + 1) quantile, which is Garwood's upper limit of k = C/d.
+    garwood = exact_poisson_limits(crashes / effect)[1]
+    assert fay_feuer_upper(crashes, effect, effect) == pytest.approx(effect * garwood,
+                                                                     rel=1e-12)
+
+
+def test_a_largest_client_below_d_changes_nothing() -> None:
+    # Four clients of 10 h, crashes 10, 2, 6, 6: d = 16/9 (test above), largest client 10 > d;
+    # with a (made up) largest client of 1 <= d the weight stays d: Garwood's limits.
+    stats = client_stats([(10, 10.0), (2, 10.0), (6, 10.0), (6, 10.0)])
+    plain = crash_rate(stats, CRASH)
+    assert crash_rate({**stats, f"client_{CRASH}_max": 1}, CRASH) == plain
+    heavier = crash_rate({**stats, f"client_{CRASH}_max": 10}, CRASH)
+    assert heavier.upper is not None and plain.upper is not None
+    assert heavier.upper > plain.upper and heavier.lower == plain.lower
+
+
 def test_large_poisson_count_is_about_the_normal_interval() -> None:
     # 400 crashes from clients at one rate (design effect 1): Garwood's limits are within 0.5%
     # of the score interval's, which solves (400 - m)^2 = z^2 m: m = 400 + z^2/2 +- z
@@ -333,7 +398,8 @@ def test_compare_exact_case_uses_design_effects() -> None:
     two_sided = 2 * binomial_tail(5, 7, 1 / 3)
     assert two_sided == pytest.approx(2 * 99 / 3**7, rel=1e-12)
     assert result.p_value == pytest.approx(two_sided, rel=1e-9)
-    assert result.verdict == "no significant change"
+    # 10^2 / 36 = 2.8 clients' worth of crashes against the baseline's one client: few
+    assert result.verdict == NO_CHANGE_FEW_CLIENTS
     assert result.lower is not None and result.lower < 1
 
 
@@ -369,16 +435,18 @@ def test_compare_wald_log_ratio_by_hand() -> None:
 
 
 def test_compare_wald_no_significant_change_and_improvement() -> None:
+    # Each side one client (poisson_stats): one crashing client, so "no significant change"
+    # warns that it is not a clean bill; the test and its interval are the same.
     same = compare(poisson_stats(50, 1000.0), poisson_stats(45, 1000.0), CRASH)
-    assert same.verdict == "no significant change"
+    assert same.verdict == NO_CHANGE_FEW_CLIENTS
     assert same.lower is not None and same.upper is not None and same.lower < 1 < same.upper
     # ln(58/40) = 0.372, se = sqrt(1/58 + 1/40) = 0.205: the interval starts at 0.97.
     close = compare(poisson_stats(58, 1000.0), poisson_stats(40, 1000.0), CRASH)
     assert close.lower == pytest.approx(0.969, abs=1e-3)
-    assert close.verdict == "no significant change"
+    assert close.verdict == NO_CHANGE_FEW_CLIENTS
     mirrored = compare(poisson_stats(40, 1000.0), poisson_stats(58, 1000.0), CRASH)
     assert mirrored.upper == pytest.approx(1 / 0.969, abs=1e-3)
-    assert mirrored.verdict == "no significant change"
+    assert mirrored.verdict == NO_CHANGE_FEW_CLIENTS
     better = compare(poisson_stats(25, 1000.0), poisson_stats(60, 1000.0), CRASH)
     assert better.verdict == "improvement"
     assert better.upper is not None and better.upper < 1
@@ -404,7 +472,7 @@ def test_compare_without_any_usage_or_crash() -> None:
     quiet = compare(poisson_stats(0, 1000.0), poisson_stats(0, 1000.0), CRASH)
     assert quiet.ratio is None and quiet.p_value == 1.0
     assert (quiet.lower, quiet.upper) == (0.0, math.inf)
-    assert quiet.verdict == "no significant change"
+    assert quiet.verdict == NO_CHANGE_FEW_CLIENTS  # no crashing client at all: no clean bill
 
 
 def test_compare_against_a_baseline_without_crashes() -> None:
@@ -414,6 +482,38 @@ def test_compare_against_a_baseline_without_crashes() -> None:
     assert result.verdict == "regression"
 
 
+def test_crashing_clients_by_hand() -> None:
+    # C^2 / sum c_i^2: 30^2 / 410 = 2.2 clients' worth for the heavy loop (11 crashing clients),
+    # 10^2 / 10 = 10 for ten clients of one crash, 0 without crashes.
+    assert crashing_clients(heavy_stats(), CRASH) == pytest.approx(900 / 410)
+    assert crashing_clients(client_stats([(1, 10.0)] * 10), CRASH) == 10.0
+    assert crashing_clients(client_stats([(0, 10.0)] * 3), CRASH) == 0.0
+
+
+def test_no_change_with_few_crashing_clients_is_not_a_clean_bill() -> None:
+    # Candidate: 12 clients of 100 h, one crash each, 1200 h; baseline: 10 of 100 h, one crash
+    # each. Equal rates (10 /1000h): p = 1, ratio 1. 12 and 10 clients' worth: a clean bill.
+    many_new = client_stats([(1, 100.0)] * 12)
+    many_old = client_stats([(1, 100.0)] * 10)
+    clean = compare(many_new, many_old, CRASH)
+    assert clean.ratio == pytest.approx(1.0) and clean.verdict == "no significant change"
+    # The same 12 crashes in the candidate from a loop of 9 and three clients of one: 12^2 /
+    # (81 + 3) = 1.7 clients' worth. Not significant either, but not a clean bill.
+    looped = client_stats([(9, 100.0)] + [(1, 100.0)] * 3 + [(0, 100.0)] * 8)
+    assert crashing_clients(looped, CRASH) == pytest.approx(144 / 84)
+    warned = compare(looped, many_old, CRASH)
+    assert warned.verdict == NO_CHANGE_FEW_CLIENTS
+    assert warned.verdict == "no significant change (few crashing clients: not a clean bill)"
+    assert_one_rule(warned)
+    # The threshold is an option: 1.7 clients' worth clear a threshold of 1.5.
+    assert compare(looped, many_old, CRASH, few_clients=1.5).verdict == "no significant change"
+    # Regressions and improvements are never reworded: one client's 60 crashes (one client's
+    # worth) against the baseline's 10 in as many hours is a regression.
+    worse = compare(poisson_stats(60, 1000.0), many_old, CRASH)
+    assert crashing_clients(poisson_stats(60, 1000.0), CRASH) == 1.0
+    assert worse.verdict == "regression"
+
+
 # -- one decision rule ------------------------------------------------------------------------
 
 
@@ -421,7 +521,7 @@ def assert_one_rule(result: Comparison) -> None:
     """The verdict, p < 0.05 and the interval excluding 1 say the same; the ratio is inside."""
     assert result.p_value is not None and result.lower is not None and result.upper is not None
     significant = result.p_value < 0.05
-    assert (result.verdict != "no significant change") is significant, result
+    assert (not result.verdict.startswith("no significant change")) is significant, result
     assert (result.verdict == "regression") is (result.lower > 1), result
     assert (result.verdict == "improvement") is (result.upper < 1), result
     if result.ratio is not None:
@@ -454,7 +554,7 @@ def test_the_row_that_said_p_0_047_and_no_change() -> None:
     # change"). The central test, which that interval inverts, gives p = 2 P(X = 0 | 7, 2/5).
     result = compare(poisson_stats(0, 1000.0), poisson_stats(7, 1500.0), CRASH)
     assert result.p_value == pytest.approx(2 * 0.6**7, rel=1e-9)  # 0.056
-    assert result.verdict == "no significant change"
+    assert result.verdict == NO_CHANGE_FEW_CLIENTS  # one client a side (0 and 1 crashing)
     assert result.upper == pytest.approx(1.0407, abs=1e-4)
     assert_one_rule(result)
 

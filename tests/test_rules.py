@@ -1099,13 +1099,17 @@ ALL_STATS = {
     "client_main_crashes_usage_hours", "client_content_crashes_usage_hours",
     "client_plugin_crashes_usage_hours", "client_gmplugin_crashes_usage_hours",
     "client_content_shutdown_crashes_usage_hours", "client_gpu_crashes_usage_hours",
+    "client_main_crashes_max", "client_content_crashes_max", "client_plugin_crashes_max",
+    "client_gmplugin_crashes_max", "client_content_shutdown_crashes_max",
+    "client_gpu_crashes_max",
 }
 
 
-def test_the_29_stats() -> None:
-    assert len(ALL_STATS) == 29
+def test_the_35_stats() -> None:
+    assert len(ALL_STATS) == 35
     assert set(rules.STATS) == ALL_STATS
-    assert len(rules.STATS) == 29
+    assert len(rules.STATS) == 35
+    assert rules.STATS[-6:] == tuple(f"client_{c}_max" for c in rules.CRASH_MEASURES)
 
 
 def _main(doc_id: str, client: object, seconds: int, **counts: int) -> dict[str, Any]:
@@ -1152,6 +1156,12 @@ HAND_STATS = {
     "client_gmplugin_crashes_usage_hours": 3.0,  # 1*3
     "client_content_shutdown_crashes_usage_hours": 6.5,  # 2*3 + 1*0.5
     "client_gpu_crashes_usage_hours": 4.0,  # 1*3 + 2*0.5
+    "client_main_crashes_max": 2.0,  # max(A 2, B 0)
+    "client_content_crashes_max": 4.0,  # max(A 3, B 4)
+    "client_plugin_crashes_max": 3.0,  # A
+    "client_gmplugin_crashes_max": 1.0,  # A
+    "client_content_shutdown_crashes_max": 2.0,  # max(A 2, B 1)
+    "client_gpu_crashes_max": 2.0,  # max(A 1, B 2)
 }
 HAND_PINGS = [
     _main("m1", "A", 7200, content=1, gmplugin=1, shutdown=2),
@@ -1186,6 +1196,7 @@ def test_section5_hand_computed_aggregate(per_batch: int, compact_every: int) ->
         "usage_hours_squared": 4.0, "content_crashes_squared": 25.0,
         "client_count": 1.0, "client_usage_hours_squared": 4.0,
         "client_content_crashes_squared": 25.0, "client_content_crashes_usage_hours": 10.0,
+        "client_content_crashes_max": 5.0,
     })
 
 
@@ -1222,6 +1233,8 @@ def test_section5_pings_without_a_string_client_id_are_clients_of_their_own(
         "client_content_crashes_squared": 2.0,  # p1 1, p2 1
         "client_main_crashes_usage_hours": 0.0,  # crashing clients have no usage
         "client_content_crashes_usage_hours": 2.0,  # p1 1*1, p2 1*1
+        "client_main_crashes_max": 2.0,  # B's 2 (p3, p4, p8: 1 each)
+        "client_content_crashes_max": 1.0,  # p1, p2: 1 each
     })
 
 

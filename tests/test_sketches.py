@@ -153,3 +153,37 @@ def test_client_ids_hash_the_same_in_every_process() -> None:
     # the sketches hold client_hash values: stable, so that a client counts once across days,
     # files, workers and engines
     assert client_hash("client-1") == client_hash("client-1") != client_hash("client-2")
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("family", ["legacy", "glean"])
+def test_postgresql_and_sqlite_merge_to_the_same_counts(tmp_path: Path, pg_url: str,
+                                                        family: str) -> None:
+    """Both stores, both families, groupings, filters and both kinds of dates: the same
+    distinct counts from the same rows (PostgreSQL hands back bytea, SQLite bytes)."""
+    from crash_rate_aggregates.fill import FillSettings, fill
+    from crash_rate_aggregates.synth import generate_store
+    from crash_rate_aggregates.synth_glean import generate_glean_store
+
+    first, last = date(2025, 6, 2), date(2025, 6, 3)
+    pings = tmp_path / "pings"
+    if family == "glean":
+        generate_glean_store(pings, first, last, 3000, seed=3)
+    else:
+        generate_store(pings, first, last, 1500, seed=3, heavy=False)
+    urls = [f"sqlite:///{tmp_path / 'm.db'}", pg_url]
+    for url in urls:
+        assert not fill(FillSettings(str(pings), first, last, url, family=family)).failed
+    queries = [StatsQuery(family=family), StatsQuery(by=("channel",), family=family),
+               StatsQuery(by=("os_name",), date_kind="activity", per_date=True, family=family),
+               StatsQuery(where={"channel": "release"}, first=last, last=last, family=family)]
+    for query in queries:
+        found = []
+        for url in urls:
+            store = open_store(url, create=False, family=family)
+            found.append({group: {name: count.count for name, count in counts.items()}
+                          for group, counts in store.distinct_clients(query).items()})
+            store.close()
+        assert found[0] == found[1] and found[0], query
+    everyone = found[0]
+    assert all(counts["clients"] > 0 for counts in everyone.values())

@@ -161,3 +161,33 @@ def test_a_glean_day_gives_the_local_rows_and_counters(spark: Any, tmp_path: Pat
     assert rows == expected_rows(dedupe)
     local_rows, local_counters, _ = scan_day(store, workers=2, dedupe=dedupe)
     assert repr(rows) == repr(local_rows) and counters == local_counters
+
+
+def test_spark_merges_the_parquet_sketches_with_its_own_functions(spark: Any,
+                                                                  tmp_path: Path) -> None:
+    """A user of the Parquet output counts distinct clients with Spark SQL alone:
+    hll_union_agg and hll_sketch_estimate read the stored sketches as they are."""
+    from crash_rate_aggregates import sketches
+    from crash_rate_aggregates.stores.parquet import ParquetStore
+
+    first, last = date(2016, 3, 13), date(2016, 3, 14)
+    store = tmp_path / "pings"
+    generate_store(store, first, last, 3000, seed=16, heavy=False)
+    out = tmp_path / "parquet"
+    report = fill(FillSettings(str(store), first, last, None, parquet_url=str(out)))
+    assert not report.failed
+    found = {row["channel"]: (row["clients"], row["crashing"]) for row in spark.sql(
+        f"SELECT dimensions['channel'] AS channel, "
+        f"hll_sketch_estimate(hll_union_agg(clients_sketch)) AS clients, "
+        f"hll_sketch_estimate(hll_union_agg(main_crashes_clients_sketch)) AS crashing "
+        f"FROM parquet.`{out / 'crash_aggregates' / 'v1'}` GROUP BY 1").collect()}
+    # the same counts as our own merge of the same rows, over both days
+    ours: dict[str, tuple[list[bytes | None], list[bytes | None]]] = {}
+    for _, row in ParquetStore(str(out)).read_rows():
+        clients, crashing = ours.setdefault(row.dimensions["channel"], ([], []))
+        clients.append(row.sketches["clients"])
+        crashing.append(row.sketches["main_crashes"])
+    expected = {channel: (sketches.merge(c).count, sketches.merge(m).count)
+                for channel, (c, m) in ours.items()}
+    assert found == expected
+    assert len(found) >= 3 and all(clients > 0 for clients, _ in found.values())

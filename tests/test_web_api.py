@@ -921,3 +921,17 @@ def test_compare_in_the_api_says_what_the_cli_says(client: TestClient) -> None:
     other = client.get("/api/compare", params={"candidate": "os_name=Linux"})
     assert other.status_code == 400
     assert other.json()["error"]["message"].startswith("candidate compares builds")
+
+
+def test_the_overview_shows_crash_free_users_beside_the_rates(client: TestClient) -> None:
+    data = client.get("/api/overview").json()
+    release = next(c for c in data["channels"] if c["channel"] == "release")["latest"]
+    free = release["crash_free_users"]
+    assert release["clients"] > 0 and 0 < free["lower"] <= free["value"] <= free["upper"] <= 1
+    main = release["rates"]["main_crashes"]
+    # crash-free users are the complement of the main-crash incidence
+    assert free["value"] == pytest.approx(1 - main["incidence"]["value"])
+    assert free["value"] == pytest.approx(1 - main["crashing_clients"] / release["clients"])
+    page = client.get("/").text
+    assert "Crash-free users:" in page
+    assert f"{100 * free['value']:,.2f}%" in page  # the release channel's latest day

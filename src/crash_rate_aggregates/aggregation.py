@@ -1,7 +1,7 @@
 """Summing rule outcomes into aggregates: dedupe, per-client sums, the stats.
 
 Family-neutral: what a ping family says (its measures, their units, its stats and dimension
-names) comes from the family module (`families.family(name)`: 29 stats legacy, 45 Glean).
+names) comes from the family module (`families.family(name)`: 35 stats legacy, 55 Glean).
 Workers turn lines into `Batch`es of compact per-ping records (numpy arrays, ~100 bytes a
 ping); one `DateAggregator` per submission date folds batches in, in any order:
 
@@ -65,7 +65,8 @@ _DOUBLE_EXACT = 1 << 53
 @functools.cache
 def stat_units(family: str = families.DEFAULT) -> tuple[int, ...]:
     """The unit of each of a family's stats, in per-ping measure units: a stat is its total /
-    its unit (STATS order: measures, squares, client_count, client squares, client usage)."""
+    its unit (STATS order: measures, squares, client_count, client squares, client usage,
+    client maxima)."""
     units = families.family(family).MEASURE_UNITS
     return (
         *units,
@@ -73,10 +74,11 @@ def stat_units(family: str = families.DEFAULT) -> tuple[int, ...]:
         1,  # client_count
         *(unit * unit for unit in units[1:]),  # client_<measure>_squared
         *(unit * units[1] for unit in units[2:]),  # client_<crash>_usage_hours
+        *(1 for _ in units[2:]),  # client_<crash>_max: crash counts
     )
 
 
-#: The legacy family's 29 units.
+#: The legacy family's 35 units.
 STAT_UNITS: tuple[int, ...] = stat_units()
 
 
@@ -400,6 +402,8 @@ class DateAggregator:
             *(_product(crashes, usage) for crashes in measures[2:]),  # client_<crash>_usage
         ]
         totals = [_group_sums(column, starts) for column in stacked]
+        # client_<crash>_max: the largest client's count (int64 or Python integers alike)
+        totals += [np.maximum.reduceat(crashes, starts) for crashes in measures[2:]]
         out: list[Aggregate] = []
         stats = self._family.STATS
         groups = _group_sketches(self._partial_client, measures[2:], starts,

@@ -1,11 +1,11 @@
 """Crash rates with honest intervals, and candidate-versus-baseline comparisons.
 
-Pure functions on the stats of docs/rules.md (29 for the legacy family, 45 for Glean): the
-stats of one aggregate, or of several added key by key with `add_stats`. Nothing here knows a
+Pure functions on the stats of docs/rules.md (35 for the legacy family, 55 for Glean): the
+stats of one aggregate, or of several combined key by key with `add_stats`. Nothing here knows a
 ping format: a family's crash measures and stats are passed in (`measures=`, `names=`; the
 default is the legacy family's), and every crash measure is read the same way, from its count,
-client_<crash>_squared and client_<crash>_usage_hours. docs/rates.md explains the method to
-release engineers, with a worked example; this is the summary.
+client_<crash>_squared, client_<crash>_usage_hours and client_<crash>_max. docs/rates.md
+explains the method to release engineers, with a worked example; this is the summary.
 
 Why not a plain Poisson interval: crashes cluster in clients. A client in a crash loop sends
 dozens of crash pings that are not independent events, so the total count varies far more than
@@ -26,14 +26,19 @@ With C crashes, H usage hours, n clients and c_i, h_i one client's crashes and h
   variance the clustering costs. It is never below 1, so an interval is never narrower than
   Poisson's: with one client, or clients that all crash at the same rate, the sandwich says 0,
   which would claim a certainty no data gives.
-* Interval (`crash_rate`), at every count: exact (Garwood) Poisson limits of the effective count
-  C/d over the effective exposure H/d, that is d/H times the limits of C/d. It has the variance
-  of the sandwich (d C / H^2) and, unlike a normal interval, a Poisson's right skew, which grows
-  as the effective count shrinks: when a few clients bring most crashes, the total is skewed
-  and a symmetric interval misses high (benchmarks/coverage.py, ~9 looping clients among 300:
-  71.3% coverage for the symmetric interval, 76.8% for this one). It is Fay and Feuer's (1997)
-  gamma interval for a total of variance d C whose heaviest event weighs d. Method "exact";
-  "none" when H = 0.
+* Interval (`crash_rate`), at every count: Fay and Feuer's (1997) gamma interval for a total C
+  of variance d C, over H. It has the variance of the sandwich (d C / H^2) and, unlike a normal
+  interval, a right skew, which grows as the effective count shrinks: when a few clients bring
+  most crashes, the total is skewed and a symmetric interval misses high.
+  - Lower limit: gamma of shape C/d and scale d, that is d/H times Garwood's exact Poisson
+    lower limit of the effective count C/d.
+  - Upper limit (`fay_feuer_upper`): the same total plus one extra event of weight w: gamma of
+    shape (C + w)^2 / (d C + w^2) and scale (d C + w^2) / (C + w). With w = d it is d/H times
+    Garwood's upper limit of C/d. Here w = max(d, M), M the largest single client's count
+    (client_<crash>_max): the event a rare, heavy crash loop brings, which the variance of a
+    sample that has seen few loops understates (docs/rates.md, "Heavy crash loops").
+    Rows stored before client_<crash>_max existed read M = 0: w = d, the former limit.
+  Method "exact"; "none" when H = 0.
 * Comparison (`compare`) of a candidate (1) to a baseline (0): the rate ratio r1 / r0. One
   test per row decides: its p-value, the verdict and the interval come from it together.
   - Both effective counts C/d >= small_count (20): Wald test of log(r1 / r0), whose variance
@@ -48,6 +53,10 @@ With C crashes, H usage hours, n clients and c_i, h_i one client's crashes and h
     p < 1 - confidence, else "no significant change". The interval excludes 1 exactly then.
     "not enough usage yet" (and no numbers) while either side has fewer than min_usage_hours
     (1,000).
+  - "No significant change" is not a clean bill when either side's crashes come from fewer
+    than few_clients (5) clients' worth (`crashing_clients`: C^2 / sum c_i^2, a lower bound of
+    the number of crashing clients): then the verdict says so, NO_CHANGE_FEW_CLIENTS. The test
+    itself does not weigh the largest client (docs/rates.md says why).
 
 Approximation: when stats of several aggregates are added, a client present in more than one
 (say, two activity dates) counts as several independent clients, which understates the variance
@@ -64,7 +73,7 @@ from scipy import stats as _dist  # type: ignore[import-untyped]
 from scipy.special import betainc as _beta_fn  # type: ignore[import-untyped]
 
 # Only the defaults, for callers that give no family: the legacy family's measures and stats.
-from .rules import CRASH_MEASURES, STATS
+from .rules import CRASH_MEASURES, STATS, merged_by_max
 
 #: A family's crash measure names (families.Family.CRASH_MEASURES).
 Measures = Collection[str]
@@ -78,6 +87,7 @@ NO_METHOD = "none"
 REGRESSION = "regression"
 IMPROVEMENT = "improvement"
 NO_CHANGE = "no significant change"
+NO_CHANGE_FEW_CLIENTS = "no significant change (few crashing clients: not a clean bill)"
 NOT_ENOUGH_USAGE = "not enough usage yet"
 
 
@@ -86,13 +96,14 @@ NOT_ENOUGH_USAGE = "not enough usage yet"
 
 def add_stats(many: Iterable[Mapping[str, float]],
               names: Iterable[str] = STATS) -> dict[str, float]:
-    """The key-wise sum of several aggregates' stats; each of the family's stats `names` is
-    present (0 when no input has it). Other keys are summed too, so nothing is silently
-    dropped."""
+    """The key-wise sum of several aggregates' stats, but the largest client's counts
+    (client_<crash>_max) key-wise maxima; each of the family's stats `names` is present (0 when
+    no input has it). Other keys are summed too, so nothing is silently dropped."""
     total = dict.fromkeys(names, 0.0)
     for stats in many:
         for key, value in stats.items():
-            total[key] = total.get(key, 0.0) + float(value)
+            before = total.get(key, 0.0)
+            total[key] = max(before, float(value)) if merged_by_max(key) else before + float(value)
     return total
 
 
@@ -158,6 +169,31 @@ def effective_count(stats: Mapping[str, float], crash: str) -> float:
     return _stat(stats, crash) / _design_effect(stats, crash)
 
 
+def heavy_weight(stats: Mapping[str, float], crash: str) -> float:
+    """w = max(d, M): the weight of the upper limit's extra event, M the largest client's count
+    (client_<crash>_max; 0 in rows stored before it existed, so w = d there)."""
+    return max(_design_effect(stats, crash), _stat(stats, f"client_{crash}_max"))
+
+
+def crashing_clients(stats: Mapping[str, float], crash: str) -> float:
+    """C^2 / sum c_i^2: how many clients' worth of crashes (0 without crashes). At most the
+    number of clients with a crash (Cauchy-Schwarz), equal when they crashed equally often;
+    small when one client's loop brings most crashes."""
+    squares = _stat(stats, f"client_{crash}_squared")
+    return _stat(stats, crash) ** 2 / squares if squares > 0 else 0.0
+
+
+def fay_feuer_upper(crashes: float, effect: float, weight: float,
+                    confidence: float = 0.95) -> float:
+    """Fay and Feuer's upper limit of a total's mean: `crashes` of variance `effect` x crashes,
+    plus an extra event of `weight` (> 0), as a gamma of that mean and variance."""
+    _check_confidence(confidence)
+    mean = crashes + weight
+    spread = effect * crashes + weight * weight  # the variance with the extra event
+    shape, scale = mean * mean / spread, spread / mean
+    return float(_dist.gamma.ppf(0.5 + confidence / 2, shape, scale=scale))
+
+
 def exact_poisson_limits(count: float, confidence: float = 0.95) -> tuple[float, float]:
     """Garwood's exact limits of a Poisson mean given an observed count, which may be a
     non-integer effective count: chi2 quantiles, the lower limit 0 for a count of 0."""
@@ -196,7 +232,7 @@ class Rate:
     rate: float | None  # None when usage_hours == 0
     lower: float | None
     upper: float | None
-    method: str  # "exact" (Garwood limits of the effective count) or "none" (no usage)
+    method: str  # "exact" (the gamma limits of crash_rate) or "none" (no usage)
     enough_usage: bool  # usage_hours >= min_usage_hours
 
 
@@ -210,8 +246,8 @@ def crash_rate(
     measures: Measures = CRASH_MEASURES,
 ) -> Rate:
     """The rate of `crash` (one of the family's `measures`) per `per` usage hours with its
-    interval: Garwood limits of the effective count C/d, scaled by d/H (see the module
-    docstring)."""
+    interval: Fay and Feuer's gamma limits, whose upper one weighs the largest client (see the
+    module docstring)."""
     _check_crash(crash, measures)
     _check_confidence(confidence)
     crashes, hours = whole(_stat(stats, crash)), _stat(stats, "usage_hours")
@@ -220,9 +256,10 @@ def crash_rate(
     if hours <= 0:
         return Rate(crash, crashes, hours, clients, None, None, None, NO_METHOD, enough)
     effect = _design_effect(stats, crash)
-    low, high = exact_poisson_limits(crashes / effect, confidence)
+    low, _ = exact_poisson_limits(crashes / effect, confidence)
+    high = fay_feuer_upper(crashes, effect, heavy_weight(stats, crash), confidence)
     return Rate(crash, crashes, hours, clients, crashes / hours * per,
-                low * effect / hours * per, high * effect / hours * per, EXACT, enough)
+                low * effect / hours * per, high / hours * per, EXACT, enough)
 
 
 # -- crashing clients -------------------------------------------------------------------------
@@ -283,10 +320,12 @@ def compare(
     confidence: float = 0.95,
     min_usage_hours: float = 1000.0,
     small_count: float = 20,
+    few_clients: float = 5,
     measures: Measures = CRASH_MEASURES,
 ) -> Comparison:
     """Is the candidate's crash rate (`crash`, one of the family's `measures`) different from
-    the baseline's?"""
+    the baseline's? "No significant change" warns when either side's crashes are fewer than
+    `few_clients` clients' worth (`crashing_clients`)."""
     new = crash_rate(candidate, crash, confidence=confidence, min_usage_hours=min_usage_hours,
                      measures=measures)
     old = crash_rate(baseline, crash, confidence=confidence, min_usage_hours=min_usage_hours,
@@ -300,8 +339,11 @@ def compare(
         test = _wald_ratio(candidate, baseline, crash, confidence)
     else:
         test = _exact_ratio(candidate, baseline, crash, confidence)
-    return Comparison(crash, new, old, ratio, test.lower, test.upper, test.p_value,
-                      _verdict(test, confidence))
+    verdict = _verdict(test, confidence)
+    if verdict == NO_CHANGE and min(crashing_clients(candidate, crash),
+                                    crashing_clients(baseline, crash)) < few_clients:
+        verdict = NO_CHANGE_FEW_CLIENTS  # so few clients: a loop could hide or appear
+    return Comparison(crash, new, old, ratio, test.lower, test.upper, test.p_value, verdict)
 
 
 def _ratio(numerator: float, denominator: float) -> float | None:

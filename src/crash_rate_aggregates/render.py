@@ -98,8 +98,27 @@ def render_comparison(report: ComparisonReport, output: str) -> str:
         rows.append([short_name(result.crash), _interval(_cell(result.candidate)),
                      _interval(_cell(result.baseline)), ratio, _p_value(result.p_value),
                      result.verdict])
-    return head + "\n\n" + table(
+    text = head + "\n\n" + table(
         ["crash", "candidate /1000h", "baseline /1000h", "ratio [95%]", "p", "verdict"], rows)
+    if report.incidence:
+        shares = []
+        for share in report.incidence:
+            ratio = ("-" if share.ratio is None else
+                     f"{share.ratio:.2f} [{_bound(share.lower)}, {_bound(share.upper)}]")
+            shares.append([short_name(share.crash),
+                           _clients(share.candidate_crashing, share.candidate_clients),
+                           _clients(share.baseline_crashing, share.baseline_clients), ratio,
+                           _p_value(share.p_value), share.verdict])
+        text += "\n\nClients with at least one crash (incidence):\n\n" + table(
+            ["crash", "candidate", "baseline", "ratio [95%]", "p", "verdict"], shares)
+    return text
+
+
+def _clients(crashing: int, clients: int) -> str:
+    """`12 of 1,204 (1.00%)`."""
+    if not clients:
+        return "-"
+    return f"{crashing:,} of {clients:,} ({100 * crashing / clients:.2f}%)"
 
 
 def _bound(value: float | None) -> str:

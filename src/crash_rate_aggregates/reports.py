@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
 from . import families, rates, rules, sketches
 from .errors import CrashAggregatesError, UsageError
+from .incidence import IncidenceComparison, compare_incidence
 from .stores.base import ReadableStore
 from .stores.queries import DateKind, StatsQuery
 
@@ -126,6 +127,8 @@ class ComparisonReport:
     candidate_hours_before_build: float | None = None
     baseline_hours_before_build: float | None = None
     family: str = families.DEFAULT
+    #: Per crash type, the share of clients that crashed, candidate against baseline.
+    incidence: list[IncidenceComparison] = field(default_factory=list)
 
     @property
     def regression(self) -> bool:
@@ -190,6 +193,8 @@ class _Side:
     stats: dict[str, float]
     dates: tuple[str, str] | None = None
     hours_before_build: float | None = None
+    #: Distinct clients, and per crash type crashing clients, over the side's dates.
+    clients: dict[str, int] = field(default_factory=dict)
 
 
 def _described(pair: tuple[str, str], channel: str | None) -> str:
@@ -227,7 +232,10 @@ def _side_over(store: ReadableStore, pair: tuple[str, str], channel: str | None,
         if not per_day:
             raise NoDataError(f"no data for {_described(pair, channel)} in "
                               + _dates_text(date_kind, first, last))
-        return _Side(rates.add_stats((s for _, s in per_day), names))
+        return _Side(rates.add_stats((s for _, s in per_day), names),
+                     clients=_distinct(store, StatsQuery(first=first, last=last, where=where,
+                                                         date_kind=date_kind,
+                                                         family=store.family)))
     release = _first_build_date(store, pair, where)
     until = release + timedelta(days=days_since_release - 1)
     dated = [(date.fromisoformat(str(g[0])), s) for g, s in store.sum_stats(
@@ -239,7 +247,15 @@ def _side_over(store: ReadableStore, pair: tuple[str, str], channel: str | None,
                           + f" (its first {days_since_release} days since its build date)")
     early = sum(s["usage_hours"] for day, s in dated if day < release)
     return _Side(rates.add_stats(chosen, names), (release.isoformat(), until.isoformat()),
-                 early)
+                 early, _distinct(store, StatsQuery(first=release, last=until, where=where,
+                                                    date_kind="activity",
+                                                    family=store.family)))
+
+
+def _distinct(store: ReadableStore, query: StatsQuery) -> dict[str, int]:
+    """The distinct clients of each sketch over the query's rows (one group: no `by`)."""
+    found = store.distinct_clients(query).get((), {})
+    return {name: count.count for name, count in found.items()}
 
 
 def _dates_text(date_kind: str, first: date | None, last: date | None) -> str:
@@ -268,6 +284,10 @@ def compare_builds(store: ReadableStore, candidate: tuple[str, str],
     measures = crash_types(store.family)
     results = [rates.compare(new.stats, old.stats, crash, min_usage_hours=min_usage_hours,
                              measures=measures) for crash in measures]
+    clients, base_clients = new.clients.get(sketches.CLIENTS, 0), old.clients.get(
+        sketches.CLIENTS, 0)
+    shares = [compare_incidence(crash, new.clients.get(crash, 0), clients,
+                                old.clients.get(crash, 0), base_clients) for crash in measures]
     return ComparisonReport(dimension, value, baseline[1], channel, new.dates, old.dates,
                             results, new.hours_before_build, old.hours_before_build,
-                            store.family)
+                            store.family, shares)

@@ -110,14 +110,21 @@ MEASURE_UNITS: tuple[int, ...] = (1, SECONDS_PER_HOUR, 1, 1, 1, 1, 1, 1)
 #: The measures that get squared sums: all but ping_count.
 SQUARED_MEASURES: tuple[str, ...] = MEASURES[1:]
 CRASH_MEASURES: tuple[str, ...] = MEASURES[2:]
-#: The 29 stats of one aggregate (SPEC section 5).
+#: The 35 stats of one aggregate: the 29 of SPEC section 5, then the largest client's count of
+#: each crash measure (client_<crash>_max: docs/rates.md, "Heavy crash loops"), appended later.
 STATS: tuple[str, ...] = (
     *MEASURES,
     *(f"{m}_squared" for m in SQUARED_MEASURES),
     "client_count",
     *(f"client_{m}_squared" for m in SQUARED_MEASURES),
     *(f"client_{c}_usage_hours" for c in CRASH_MEASURES),
+    *(f"client_{c}_max" for c in CRASH_MEASURES),
 )
+
+
+def merged_by_max(stat: str) -> bool:
+    """Whether a stat combines over aggregates by maximum (client_<crash>_max), not by sum."""
+    return stat.startswith("client_") and stat.endswith("_max")
 
 #: Keyed count histograms that hold child-process crash counts (rule 8), per crash measure.
 CRASH_COUNT_HISTOGRAMS: tuple[tuple[str, str, str], ...] = (

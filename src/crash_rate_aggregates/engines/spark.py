@@ -17,7 +17,8 @@ collecting pings to the driver:
    crash id) the same way;
 2. kept pings become counts of their kind, and processed ones their measures and squares,
    summed per (date, key, client);
-3. each client's sums become its share of the family's stats, summed per (date, key), and
+3. each client's sums become its share of the family's stats, summed per (date, key) (the
+   largest client's crash counts, client_<crash>_max, taken by maximum), and
    each client with a client id joins its aggregate's list of clients, from which the
    executor makes the aggregate's distinct-client sketches (`sketches.sketch_of`, as the local
    engine does). Only those aggregates and the counters reach the driver.
@@ -169,9 +170,12 @@ def _after_dedupe(item: tuple[tuple[Any, ...], Any]) -> Iterator[tuple[tuple[Any
 
 def _sum(a: Any, b: Any) -> Any:
     """Counts and integer sums, exactly (Python integers do not overflow); lists of clients
-    (for the sketches) join."""
+    (for the sketches) join; an aggregate's (sums, maxima) pair sums its sums and takes the
+    larger of its maxima (client_<crash>_max)."""
     if isinstance(a, int | list):
         return a + b
+    if a and isinstance(a[0], tuple):
+        return _sum(a[0], b[0]), tuple(max(x, y) for x, y in zip(a[1], b[1], strict=True))
     return tuple(x + y for x, y in zip(a, b, strict=True))
 
 
@@ -186,8 +190,9 @@ def _client_to_key(item: tuple[tuple[Any, ...], Any]) -> Iterator[tuple[tuple[An
     _, day, agg_key, client = key
     n = (len(sums) + 1) // 2
     usage = sums[1]
-    yield ("stats", day, agg_key), (*sums, 1, *(s * s for s in sums[1:n]),
-                                    *(c * usage for c in sums[2:n]))
+    # (sums, maxima): the stats summed over clients, then each crash measure's largest client
+    yield ("stats", day, agg_key), ((*sums, 1, *(s * s for s in sums[1:n]),
+                                     *(c * usage for c in sums[2:n])), tuple(sums[2:n]))
     if isinstance(client, int):  # (a ping without client id has its order for a client)
         yield ("clients", day, agg_key), [(client, tuple(c > 0 for c in sums[2:n]))]
 
@@ -240,7 +245,8 @@ def _scan(spark: Any, store_url: str, files: list[PingFile], spec: ScanSpec
                .map(_sketches_of)
                .collect())
     counts = {(key[1], key[2]): value for key, value in results if key[0] == "count"}
-    totals = [((key[1], key[2]), value) for key, value in results if key[0] == "stats"]
+    totals = [((key[1], key[2]), (*value[0], *value[1])) for key, value in results
+              if key[0] == "stats"]
     clients = {(key[1], key[2]): value for key, value in results if key[0] == "clients"}
     names = sketches.names(family.CRASH_MEASURES)
 

@@ -151,13 +151,15 @@ NANOSECONDS_PER_HOUR = 3600 * NANOSECONDS_PER_SECOND
 MEASURE_UNITS: tuple[int, ...] = (1, NANOSECONDS_PER_HOUR, *(1,) * (len(MEASURES) - 2))
 SQUARED_MEASURES: tuple[str, ...] = MEASURES[1:]
 CRASH_MEASURES: tuple[str, ...] = MEASURES[2:]
-#: The 45 stats of one Glean aggregate: section 5's construction over these measures.
+#: The 55 stats of one Glean aggregate: section 5's construction over these measures, then the
+#: largest client's count of each crash measure (client_<crash>_max).
 STATS: tuple[str, ...] = (
     *MEASURES,
     *(f"{m}_squared" for m in SQUARED_MEASURES),
     "client_count",
     *(f"client_{m}_squared" for m in SQUARED_MEASURES),
     *(f"client_{c}_usage_hours" for c in CRASH_MEASURES),
+    *(f"client_{c}_max" for c in CRASH_MEASURES),
 )
 _INDEX = {name: i for i, name in enumerate(MEASURES)}
 #: The measure a crash ping counts in, by `crash.process_type` (others: `other_crashes`).

@@ -28,6 +28,7 @@ from .. import families, faults, rules
 from ..aggregation import Aggregate
 from ..errors import StoreError
 from ..redact import encode_userinfo, scrub, url_secrets
+from . import crash_free
 from .base import RUN_COLUMNS, RunRecord, no_store, redact, row_sort_key
 from .queries import (
     ALL_TABLES,
@@ -163,6 +164,13 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     # Rows carry distinct-client sketches (Apache DataSketches HLL), NULL for none.
     (7, "".join(f"ALTER TABLE {names.rows} ADD COLUMN IF NOT EXISTS {column} bytea;\n"
                 for names in ALL_TABLES for column in sketch_columns(names.family))),
+    # The stats gained client_<crash>_max: the flat views a column each (at the end), the rates
+    # views' upper limits weigh the largest client (same columns).
+    (8, "".join(f"CREATE OR REPLACE VIEW {name} AS {body};\n"
+                for names in ALL_TABLES for name, body in views(names.family))),
+    # Crash-free users by activity date, channel, version and OS, kept by fill (crash_free.py);
+    # the rows of earlier releases have no sketches, so the table starts empty.
+    (9, "".join(crash_free.schema(names) for names in ALL_TABLES)),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 #: Runs in the order their writes committed: the last one is the one whose rows are in the
@@ -346,6 +354,7 @@ class PostgresStore(_Server):
         rows_table = self.tables.rows
         with self._transaction(f"replace {day}") as cursor:
             self._lock_date(cursor, submission_date)
+            touched = crash_free.activity_dates(cursor, self.tables, submission_date)
             cursor.execute(f"DELETE FROM {rows_table} WHERE submission_date = %s",
                            (submission_date,))
             columns = ", ".join(("submission_date", "activity_date", "dimensions", "stats",
@@ -356,6 +365,9 @@ class PostgresStore(_Server):
                     copy.write(block)
                     if number == 0:
                         faults.fault_point(DURING_COPY)
+            # the crash-free users of every activity date these rows (old and new) touch
+            touched.update(date.fromisoformat(row.activity_date) for row in rows)
+            crash_free.refresh(cursor, self.tables, touched)
             self._insert_run(cursor, run)
             faults.fault_point(BEFORE_COMMIT)
 

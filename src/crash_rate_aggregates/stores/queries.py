@@ -18,6 +18,7 @@ from typing import Literal
 
 from .. import families, sketches
 from ..errors import UsageError
+from ..rules import merged_by_max
 
 DateKind = Literal["submission", "activity"]
 Z95 = 1.959963984540054
@@ -65,6 +66,11 @@ def number(stat: str, table: str = "") -> str:
     return f"CAST({table}stats->>'{stat}' AS DOUBLE PRECISION)"
 
 
+def merge(stat: str) -> str:
+    """The SQL aggregate that combines a stat over rows: max for client_<crash>_max, else sum."""
+    return "max" if merged_by_max(stat) else "sum"
+
+
 def check_dimensions(names: Sequence[str], family: str = LEGACY) -> None:
     """Every name is one of the family's dimensions (a Glean store has fewer)."""
     known = families.family(family).DIMENSION_NAMES
@@ -75,8 +81,10 @@ def check_dimensions(names: Sequence[str], family: str = LEGACY) -> None:
 
 @dataclass(frozen=True)
 class StatsQuery:
-    """Sum the family's stats (29 legacy, 45 Glean) per group of dimension values (and per
-    date, with `per_date`), from the family's table."""
+    """Sum the family's stats (35 legacy, 55 Glean) per group of dimension values (and per
+    date, with `per_date`), from the family's table: the largest client's counts
+    (client_<crash>_max) by maximum, the others by sum. Rows written before those stats
+    existed have none: a group of only such rows gets NULL, read as 0 (`grouped`)."""
 
     by: tuple[str, ...] = ()
     first: date | None = None
@@ -96,7 +104,8 @@ class StatsQuery:
 
     def sql(self, mark: str) -> tuple[str, list[object]]:
         """The query and its parameters; `mark` is the driver's placeholder (? or %s)."""
-        return self._select(mark, [f"sum({number(stat)})" for stat in self.stats], True)
+        return self._select(mark, [f"{merge(stat)}({number(stat)})" for stat in self.stats],
+                            True)
 
     def sketch_sql(self, mark: str) -> tuple[str, list[object]]:
         """Each row's group values and sketches, with the same groups and filters as `sql`:
@@ -205,10 +214,13 @@ def flat_view(family: str = LEGACY) -> str:
 
 def rates_view(family: str = LEGACY) -> str:
     """Daily crash rates per 1,000 usage hours by activity date and the main dimensions, with
-    the 95% intervals of rates.crash_rate: Garwood limits of the effective count k = C/d, scaled
-    by d/H. SQL has no chi-square quantiles, so the limits use Wilson and Hilferty's cube-root
-    approximation, k (1 - 1/(9k) - z/(3 sqrt k))^3 and (k+1) (1 - 1/(9(k+1)) + z/(3 sqrt(k+1)))^3:
-    within 0.6% of the exact upper limit, and the lower one within 0.6% of it (docs/rates.md).
+    the 95% intervals of rates.crash_rate: the lower limit is Garwood's of the effective count
+    k = C/d, scaled by d/H; the upper one Fay and Feuer's gamma limit of shape a = (C + w)^2 /
+    (d C + w^2) and mean C + w, over H, whose extra event weighs w = max(d, M), M the largest
+    client's count (client_<crash>_max, merged by max; absent from old rows: w = d, which makes
+    it d/H times Garwood's upper limit of k). SQL has no gamma quantiles, so the limits use
+    Wilson and Hilferty's cube-root approximation, k (1 - 1/(9k) - z/(3 sqrt k))^3 and
+    (C + w) (1 - 1/(9a) + z/(3 sqrt a))^3: within 0.6% of the exact limits (docs/rates.md).
     One count, rate and interval per crash measure of the family (`CRASH_MEASURES`)."""
     crashes = families.family(family).CRASH_MEASURES
     dims = RATES_VIEW_DIMENSIONS
@@ -218,7 +230,8 @@ def rates_view(family: str = LEGACY) -> str:
     for crash in crashes:
         sums += [f"sum({number(crash)}) AS {crash}",
                  f"sum({number(f'client_{crash}_squared')}) AS {crash}_csq",
-                 f"sum({number(f'client_{crash}_usage_hours')}) AS {crash}_cu"]
+                 f"sum({number(f'client_{crash}_usage_hours')}) AS {crash}_cu",
+                 f"max({number(f'client_{crash}_max')}) AS {crash}_m"]
     ratios = [f"{c} / NULLIF(usage_hours, 0) AS {c}_r" for c in crashes]
     small = "CASE WHEN client_count > 1 THEN client_count / (client_count - 1) ELSE 1 END"
     # the sandwich times H^2 over C: the design effect before its floor of 1
@@ -227,15 +240,20 @@ def rates_view(family: str = LEGACY) -> str:
         f"+ {c}_r * {c}_r * usage_sq) / {c} ELSE 1 END AS {c}_raw_d" for c in crashes]
     effects = [f"CASE WHEN {c}_raw_d > 1 THEN {c}_raw_d ELSE 1 END AS {c}_d"
                for c in crashes]
+    # the extra event's weight: the largest client's count when it exceeds d (NULL in old rows)
+    weights = [f"CASE WHEN coalesce({c}_m, 0) > {c}_d THEN {c}_m ELSE {c}_d END AS {c}_w"
+               for c in crashes]
     z = f"{Z95!r}"
-    # the cube roots of the Wilson-Hilferty limits, over k and k + 1 (k = C/d)
+    # the cube roots of the Wilson-Hilferty limits: over k = C/d (lower), over the shape a of
+    # the upper limit's gamma
     roots = []
     for c in crashes:
         k = f"({c} / {c}_d)"
+        a = f"(({c} + {c}_w) * ({c} + {c}_w) / ({c}_d * {c} + {c}_w * {c}_w))"
         roots += [
             f"CASE WHEN {c} > 0 THEN 1 - 1 / (9 * {k}) - {z} / (3 * sqrt({k})) ELSE 0 END "
             f"AS {c}_low_root",
-            f"1 - 1 / (9 * ({k} + 1)) + {z} / (3 * sqrt({k} + 1)) AS {c}_high_root",
+            f"1 - 1 / (9 * {a}) + {z} / (3 * sqrt({a})) AS {c}_high_root",
         ]
     columns = ["activity_date", *dims, "usage_hours", "client_count"]
     for c in crashes:
@@ -247,8 +265,8 @@ def rates_view(family: str = LEGACY) -> str:
             # lower: k root^3 crashes times d/H = r root^3; 0 when the root is negative
             f"1000 * {c}_r * CASE WHEN {low} > 0 THEN {low} * {low} * {low} ELSE 0 END "
             f"AS {c}_lower",
-            # upper: (k + 1) root^3 crashes times d/H = (r + d/H) root^3; NULL without usage
-            f"1000 * ({c}_r + {c}_d / NULLIF(usage_hours, 0)) * {high} * {high} * {high} "
+            # upper: the gamma's mean C + w times root^3, over H; NULL without usage
+            f"1000 * ({c} + {c}_w) / NULLIF(usage_hours, 0) * {high} * {high} * {high} "
             f"AS {c}_upper",
         ]
     group = ", ".join(str(i + 1) for i in range(1 + len(dims)))
@@ -259,7 +277,8 @@ def rates_view(family: str = LEGACY) -> str:
         f"ratios AS (SELECT *, {', '.join(ratios)} FROM sums), "
         f"sandwiches AS (SELECT *, {', '.join(sandwiches)} FROM ratios), "
         f"effects AS (SELECT *, {', '.join(effects)} FROM sandwiches), "
-        f"roots AS (SELECT *, {', '.join(roots)} FROM effects) "
+        f"weights AS (SELECT *, {', '.join(weights)} FROM effects), "
+        f"roots AS (SELECT *, {', '.join(roots)} FROM weights) "
         f"SELECT {', '.join(columns)} FROM roots"
     )
 
@@ -270,5 +289,5 @@ def views(family: str = LEGACY) -> tuple[tuple[str, str], ...]:
     return (names.flat, flat_view(family)), (names.rates, rates_view(family))
 
 
-#: The legacy family's views (PostgreSQL migrations 2 and 4 made them).
+#: The legacy family's views (PostgreSQL migrations 2 and 4 made them, 8 remade them).
 VIEWS: tuple[tuple[str, str], ...] = views()

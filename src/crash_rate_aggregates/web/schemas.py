@@ -112,7 +112,26 @@ class ComparisonOut(BaseModel):
                                       "unbounded.")
     p_value: Number
     verdict: Literal["regression", "improvement", "no significant change",
+                     "no significant change (few crashing clients: not a clean bill)",
                      "not enough usage yet"]
+
+
+class IncidenceOut(BaseModel):
+    """One crash type's share of clients that crashed, candidate against baseline."""
+
+    crash: str
+    candidate: Share | None
+    baseline: Share | None
+    candidate_crashing: int
+    candidate_clients: int
+    baseline_crashing: int
+    baseline_clients: int
+    ratio: Number = Field(description="Candidate incidence over baseline incidence.")
+    lower: Number
+    upper: Number
+    p_value: Number
+    verdict: Literal["regression", "improvement", "no significant change", "no clients",
+                     "no crashing clients"]
 
 
 class Comparison(BaseModel):
@@ -124,6 +143,8 @@ class Comparison(BaseModel):
     candidate_dates: list[str] | None
     baseline_dates: list[str] | None
     results: list[ComparisonOut]
+    incidence: list[IncidenceOut] = Field(description="Per crash type, the share of distinct "
+                                                      "clients with at least one crash.")
     regression: bool
     min_usage_hours: float
     days_since_release: int | None
