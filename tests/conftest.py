@@ -156,3 +156,17 @@ def assert_same_rows(left: list[Any], right: list[Any]) -> None:
         (d, r.activity_date, r.dimensions) for d, r in right]
     for (_, a), (_, b) in zip(left, right, strict=True):
         assert a.stats == pytest.approx(b.stats, rel=1e-9)
+
+
+def fold(outcomes: list[Any], per_batch: int = 1000, compact_every: int = 1_000_000
+         ) -> list[Any]:
+    """The aggregates of legacy outcomes of one date, folded in batches of `per_batch`."""
+    from crash_rate_aggregates.aggregation import DateAggregator, DateBatch
+
+    aggregator = DateAggregator(compact_every=compact_every)
+    for start in range(0, len(outcomes), per_batch):
+        batch = DateBatch()
+        for outcome in outcomes[start:start + per_batch]:
+            batch.add(outcome)
+        aggregator.add(batch.freeze())
+    return aggregator.finish()

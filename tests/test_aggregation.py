@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import fold
 from crash_rate_aggregates import rules
 from crash_rate_aggregates.aggregation import DateAggregator, DateBatch, IdSet, client_hash
 
@@ -48,13 +49,7 @@ def _outcome(client: str | None, measures: tuple[int, ...], doc_id: str | None =
 
 def _rows(outcomes: list[rules.Outcome], compact_every: int = 1_000_000,
           per_batch: int = 1000) -> list[dict[str, float]]:
-    aggregator = DateAggregator(compact_every=compact_every)
-    for start in range(0, len(outcomes), per_batch):
-        batch = DateBatch()
-        for outcome in outcomes[start:start + per_batch]:
-            batch.add(outcome)
-        aggregator.add(batch.freeze())
-    return [row.stats for row in aggregator.finish()]
+    return [row.stats for row in fold(outcomes, per_batch, compact_every)]
 
 
 def test_client_level_sums_by_hand() -> None:

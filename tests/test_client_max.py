@@ -12,8 +12,9 @@ import psycopg
 import pytest
 from scipy.stats import gamma  # type: ignore[import-untyped]
 
+from conftest import fold
 from crash_rate_aggregates import rates, rules
-from crash_rate_aggregates.aggregation import Aggregate, DateAggregator, DateBatch
+from crash_rate_aggregates.aggregation import Aggregate
 from crash_rate_aggregates.stores.base import RunRecord, open_store
 from crash_rate_aggregates.stores.queries import StatsQuery
 
@@ -29,17 +30,6 @@ def ping(client: str | None, main: int = 0, content: int = 0, hours: int = 0,
     measures = (1 if hours else 0, hours * H, main, content, 0, 0, 0, 0)
     counter = rules.MAIN_PROCESSED if hours else rules.CRASH_PROCESSED
     return rules.Outcome(counter, DAY, None, key, client, measures)
-
-
-def fold(outcomes: list[rules.Outcome], per_batch: int = 1000,
-         compact_every: int = 1_000_000) -> list[Aggregate]:
-    aggregator = DateAggregator(compact_every=compact_every)
-    for start in range(0, len(outcomes), per_batch):
-        batch = DateBatch()
-        for outcome in outcomes[start:start + per_batch]:
-            batch.add(outcome)
-        aggregator.add(batch.freeze())
-    return aggregator.finish()
 
 
 # -- the local engine -------------------------------------------------------------------------
