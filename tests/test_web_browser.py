@@ -164,7 +164,13 @@ def test_compare_and_health_pages_in_the_browser(page: Any, base_url: str) -> No
     assert page.locator("#verdict-title").inner_text().startswith(
         "build_version=44.0.1 against 44.0 on release")
     verdicts = set(page.locator("#comparison .badge.verdict").all_text_contents())
-    assert verdicts <= {"regression", "improvement", "no significant change"}
+    assert verdicts <= {"regression", "improvement", "no significant change",
+                        "no significant change (few crashing clients: not a clean bill)"}
+    # the incidence table below it: one row a crash type, its verdict one of the known ones
+    shares = page.locator("#incidence tbody tr")
+    assert shares.count() == 6
+    assert set(page.locator("#incidence .badge.verdict").all_text_contents()) <= {
+        "regression", "improvement", "no significant change", "no crashing clients"}
 
     page.goto(base_url + "/health")
     page.wait_for_function("() => Chart.getChart(document.getElementById('health-chart'))")
