@@ -1,6 +1,6 @@
 """A day of Glean pings: the local engine against the inflate floor and a stdlib baseline.
 
-    .venv/bin/python benchmarks/glean_throughput.py [--pings 1000000] [--repeat 2] [--data DIR]
+    .venv/bin/python benchmarks/glean_throughput.py [--pings 1000000] [--repeat 3] [--data DIR]
 
 The day is written once by `synth_glean.generate_glean_store` (desktop and Android clients,
 builds, OSes; both JSON forms; ~2% messy lines), then, on the same gzip files:
@@ -152,9 +152,12 @@ def run_engine(store: Path, workers: int) -> tuple[dict[str, Any], float]:
     return summary, peak
 
 
-def best_engines(repeat: int, store: Path) -> list[tuple[dict[str, Any], float]]:
+def best_engines(repeat: int, store: Path
+                 ) -> tuple[list[tuple[dict[str, Any], float]], list[float]]:
     """The best run of 1 and of 2 workers, run in turns (1, 2, 1, 2...) so that both see the
-    same spells of load from the rest of the shared machine."""
+    same spells of load from the rest of the shared machine; and each turn's own ratio of the
+    two (1-worker seconds / 2-worker seconds), which drifts in the machine's speed (its
+    single-process speed moves by 15% here from one minute to the next) touch less."""
     runs: dict[int, list[tuple[dict[str, Any], float]]] = {1: [], 2: []}
     for _ in range(repeat):
         for workers, done in runs.items():
@@ -165,14 +168,16 @@ def best_engines(repeat: int, store: Path) -> list[tuple[dict[str, Any], float]]
         assert len({run[0]["digest"] for run in done}) == 1, "runs gave different rows"
         best["cpu_seconds"] = min(float(run[0]["cpu_seconds"]) for run in done)
         found.append((best, max(run[1] for run in done)))
-    return found
+    turns = [float(one[0]["seconds"]) / float(two[0]["seconds"])
+             for one, two in zip(runs[1], runs[2], strict=True)]
+    return found, turns
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pings", type=int, default=1_000_000)
     parser.add_argument("--data", type=Path, default=Path(__file__).parent / ".data")
-    parser.add_argument("--repeat", type=int, default=2,
+    parser.add_argument("--repeat", type=int, default=3,
                         help="runs of each contender; the best time counts")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--workers", type=int, default=1, help=argparse.SUPPRESS)
@@ -188,7 +193,7 @@ def main() -> None:
     print(f"day: {lines:,} lines of Glean pings in {len(files)} gzip files "
           f"({compressed:,.0f} MB)", flush=True)
     base_s, base_cpu, base_counters = timed(args.repeat, stdlib_baseline, files)
-    (one, one_rss), (two, two_rss) = best_engines(args.repeat, store)
+    ((one, one_rss), (two, two_rss)), turns = best_engines(args.repeat, store)
     assert one["digest"] == two["digest"] and one["counters"] == two["counters"], \
         "1 and 2 workers disagree"
     for name in (rules.MAIN_PROCESSED, rules.CRASH_PROCESSED, rules.DUPLICATES):
@@ -207,6 +212,8 @@ def main() -> None:
     print(f"local engine, 2 workers:               {speed(two_s, two_cpu)}  "
           f"peak RSS {two_rss:4.0f} MB")
     print(f"engine/baseline by CPU seconds, 1 worker: {base_cpu / one_cpu:.3f}")
+    print(f"2 workers / 1 worker in each turn: {', '.join(f'{r:.2f}' for r in turns)} "
+          f"(median {sorted(turns)[len(turns) // 2]:.2f})")
     print(f"rows: {one['rows']:,}; dedupe state {one['dedupe_bytes'] / lines:.1f} bytes a "
           f"ping; counters {one['counters']}")
     checks = [

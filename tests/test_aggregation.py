@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import fold
-from crash_rate_aggregates import rules
+from crash_rate_aggregates import aggregation, rules
 from crash_rate_aggregates.aggregation import DateAggregator, DateBatch, IdSet, client_hash
 
 DAY = date(2016, 3, 14)
@@ -156,3 +156,87 @@ def test_client_hash_is_stable_and_never_zero() -> None:
     assert client_hash(None) == 0
     assert client_hash("a") == client_hash("a") != client_hash("b")
     assert 0 < client_hash("a") < 2**63
+
+
+@settings(max_examples=60)
+@given(st.lists(st.tuples(st.sampled_from(["a", "b", None]),
+                          st.one_of(st.integers(0, 3), st.integers(2**31, 2**48 - 1),
+                                    st.integers(2**48, 2**63 - 1))),
+                min_size=1, max_size=25),
+       st.integers(1, 6), st.integers(1, 5))
+def test_squares_are_exact_in_every_form(pings: list[tuple[str | None, int]],
+                                         compact_every: int, per_batch: int) -> None:
+    # A square is summed in int64 while it fits, in int64 limbs for values below 2^48 (Glean
+    # usage in nanoseconds), else as a Python integer; batches and compactions mix the forms.
+    outcomes = [_outcome(c, (1, 60, 0, n, 0, 0, 0, 0)) for c, n in pings]
+    [stats] = _rows(outcomes, compact_every=compact_every, per_batch=per_batch)
+    per_client: dict[object, int] = {}
+    for index, (client, n) in enumerate(pings):
+        key = client if client is not None else index
+        per_client[key] = per_client.get(key, 0) + n
+    assert stats["content_crashes_squared"] == sum(n * n for _, n in pings) / 1
+    assert stats["client_content_crashes_squared"] == sum(n * n for n in per_client.values()) / 1
+    assert stats["content_crashes"] == sum(n for _, n in pings) / 1
+
+
+def test_limbs_hold_squares_below_two_to_the_48_exactly() -> None:
+    values = np.array([0, 1, 2**16 - 1, 2**16, 2**32 + 7, 2**47 + 12345, 2**48 - 1],
+                      dtype=np.int64)
+    limbs = aggregation.Limbs.of(values)
+    assert limbs.total().tolist() == [v * v for v in values.tolist()]
+    # every term stays below 2^34, so 2^28 rows of the largest value sum without overflow
+    assert max(int(part.max()) for part in limbs.parts) < 2**34
+    starts = np.array([0, 3], dtype=np.int64)
+    summed = aggregation._group_sums(limbs, starts)
+    assert isinstance(summed, aggregation.Limbs)
+    assert summed.total().tolist() == [sum(v * v for v in values[:3].tolist()),
+                                       sum(v * v for v in values[3:].tolist())]
+    assert isinstance(aggregation._square(np.array([3, 2**31 - 1], dtype=np.int64)), np.ndarray)
+    assert isinstance(aggregation._square(values), aggregation.Limbs)
+    assert aggregation._square(np.array([2**48], dtype=np.int64)).dtype == object  # type: ignore[union-attr]
+
+
+def test_keys_from_different_batches_share_their_dimension_values() -> None:
+    # Every unpickled batch brings its own copies of the strings: the aggregator keeps one.
+    import pickle
+
+    aggregator = DateAggregator()
+    for index in range(2):
+        batch = DateBatch()
+        key = (DAY.toordinal(), *[f"value-{i}" for i in range(len(rules.DIMENSIONS) - 1)],
+               f"last-{index}")
+        batch.add(_outcome("a", (1, 60, 0, 0, 0, 0, 0, 0), doc_id=f"d{index}", key=key))
+        aggregator.add(pickle.loads(pickle.dumps(batch.freeze())))
+    first, second = aggregator._keys
+    assert first[1] == second[1] and first[1] is second[1]
+    assert first[-1] != second[-1]
+    assert len(aggregator.finish()) == 2
+
+
+def test_the_table_reads_as_the_rows_finish_makes() -> None:
+    # Three aggregates (two activity dates, one with a dimension absent), rows made on reading.
+    def aggregator() -> DateAggregator:
+        found = DateAggregator()
+        batch = DateBatch()
+        dims = ["x"] * len(rules.DIMENSIONS)
+        keys = [(DAY.toordinal(), *dims), (DAY.toordinal() - 1, *dims),
+                (DAY.toordinal(), None, *dims[1:])]
+        for index, key in enumerate(keys):
+            batch.add(_outcome(f"c{index}", (1, (index + 1) * H, 0, index, 0, 0, 0, 0),
+                               doc_id=f"d{index}", key=key))
+        found.add(batch.freeze())
+        return found
+
+    rows = aggregator().finish()
+    table = aggregator().table()
+    assert len(table) == 3 and list(table) == rows and table[-1] == rows[-1]
+    assert table[1:] == rows[1:]
+    # row order: by activity date, then by the present dimensions as sorted (name, value)
+    # pairs, the order every store and the Spark engine use
+    assert [r.activity_date for r in rows] == ["2016-03-13", "2016-03-14", "2016-03-14"]
+    assert rows == sorted(rows, key=lambda r: (r.activity_date, sorted(r.dimensions.items())))
+    absent = rules.DIMENSION_NAMES[0]
+    first_missing = sorted(rules.DIMENSION_NAMES).index(absent) < len(rules.DIMENSION_NAMES) - 1
+    assert [r.stats["usage_hours"] for r in rows] == ([2.0, 1.0, 3.0] if first_missing
+                                                      else [2.0, 3.0, 1.0])
+    assert [r.sketches == s.sketches for r, s in zip(rows, table, strict=True)] == [True] * 3

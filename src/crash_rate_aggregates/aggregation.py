@@ -13,9 +13,10 @@ ping); one `DateAggregator` per submission date folds batches in, in any order:
 4. at the end, sum the partials per key into the family's stats (docs/rules.md).
 
 Every sum is exact: measures are integers (legacy usage in seconds, Glean usage in nanoseconds)
-summed column by column as int64, or, for a column whose values or sums could leave int64
-(squares of Glean usage, hostile crash counts), as Python integers; each stat is its integer
-total divided once by its unit. So no row depends on the order in which batches arrive (how
+summed column by column as int64; a square past int64 of a value below 2^48 (Glean usage in
+nanoseconds) as three int64 limbs (`Limbs`); any other column whose values or sums could leave
+int64 (hostile crash counts) as Python integers; each stat is its integer total divided once by
+its unit. So no row depends on the order in which batches arrive (how
 files were split among workers), and the Spark engine, which sums the same integers, gives the
 same floats to the last bit. Only the columns that need them pay for Python integers.
 """
@@ -26,9 +27,9 @@ import functools
 import hashlib
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -44,8 +45,6 @@ U64 = npt.NDArray[np.uint64]
 I64 = npt.NDArray[np.int64]
 #: Exact integers: int64, or Python integers (dtype object) once int64 could overflow.
 Ints = npt.NDArray[Any]
-#: A table of exact integers, one 1-D array a column, each column int64 or Python integers.
-Columns = list[Ints]
 
 _KIND_COUNTERS: tuple[str, ...] = (
     rules.MAIN_PROCESSED,
@@ -60,6 +59,51 @@ _CLIENT_MASK = (1 << 63) - 1
 _INT64_SAFE = 1 << 62
 #: Integers up to this are exact as doubles: dividing them as doubles is correctly rounded.
 _DOUBLE_EXACT = 1 << 53
+#: Squares of values below 2^48 are summed as `Limbs`.
+_LIMB_BELOW = 1 << 48
+_DIGIT = 16
+_DIGIT_MASK = (1 << _DIGIT) - 1
+
+
+@dataclass(frozen=True)
+class Limbs:
+    """Exact sums of squares x * x of values x below 2^48, kept in int64. With x's base-2^16
+    digits a, b, c (x = a * 2^32 + b * 2^16 + c), x * x = a*a * 2^64 + 2ab * 2^48 + (b*b +
+    2ac) * 2^32 + 2bc * 2^16 + c*c: a row holds the sums of those five terms (each below 2^34
+    a value, so 2^28 rows sum without overflow), and its total is their weighted sum. Glean
+    usage in nanoseconds (below 2^47) squares past int64, and as Python integers its squares
+    took a fifth of the aggregator's time."""
+
+    parts: tuple[Ints, ...]  # the sums of the terms of weight 2^64, 2^48, 2^32, 2^16, 1
+
+    @property
+    def size(self) -> int:
+        return int(self.parts[0].size)
+
+    def total(self) -> Ints:
+        """Each row's total, as Python integers."""
+        result: Ints = np.zeros(self.size, dtype=np.int64).astype(object)
+        for part in self.parts:
+            result = (result << _DIGIT) + _as_python_ints(part)
+        return result
+
+    @staticmethod
+    def of(values: Ints) -> Limbs:
+        """The squares of int64 values in [0, 2^48)."""
+        a, b, c = values >> (2 * _DIGIT), (values >> _DIGIT) & _DIGIT_MASK, values & _DIGIT_MASK
+        return Limbs((a * a, 2 * a * b, b * b + 2 * a * c, 2 * b * c, c * c))
+
+    @staticmethod
+    def lift(sums: Ints) -> Limbs:
+        """int64 sums as limbs: all in the units term."""
+        zeros = np.zeros_like(sums)
+        return Limbs((zeros, zeros, zeros, zeros, sums))
+
+
+#: One column of exact integers: int64, Python integers, or limbs of squares.
+Column = Ints | Limbs
+#: A table of exact integers, one column each.
+Columns = list[Column]
 
 
 @functools.cache
@@ -270,6 +314,7 @@ class DateAggregator:
                  max_aggregates: int = 2_000_000, day: object = None,
                  family: str = families.DEFAULT) -> None:
         self._family = families.family(family)
+        self._family_name = family
         self._units = stat_units(family)
         self._n_measures = len(self._family.MEASURES)
         self.counters: Counter[str] = Counter({name: 0 for name in self._family.COUNTERS})
@@ -278,6 +323,7 @@ class DateAggregator:
         self._key_ids: dict[rules.Key, int] = {}
         self._keys: list[rules.Key] = []
         self._key_tables: dict[tuple[int, int], I64] = {}  # a source's key numbers: ours
+        self._values: dict[object, object] = {}  # one copy of each dimension value
         self._anonymous = 0
         self._compact_every = compact_every
         self._max_aggregates = max_aggregates
@@ -349,6 +395,10 @@ class DateAggregator:
         if found is None:
             if len(self._keys) >= self._max_aggregates:
                 raise TooManyAggregates(self._too_many())
+            # Each unpickled key brings its own copies of the dimension values: keep one of
+            # each, or a wide day holds a dozen strings (~700 bytes) per aggregate.
+            values = self._values
+            key = tuple([values.setdefault(value, value) for value in key])
             found = self._key_ids[key] = len(self._keys)
             self._keys.append(key)
         return found
@@ -373,7 +423,7 @@ class DateAggregator:
         self._pending.clear()
         self._pending_rows = 0
         columns = [measures[:, i] for i in range(self._n_measures)]
-        fresh = [*columns, *(_product(column, column) for column in columns[1:])]
+        fresh: Columns = [*columns, *(_square(column) for column in columns[1:])]
         del measures, columns
         order = np.lexsort((client, key))
         key, client = key[order], client[order]
@@ -383,82 +433,118 @@ class DateAggregator:
         sums: Columns = []
         for old in self._partial_sums:  # one column at a time: temporaries stay small
             new = fresh.pop(0)
-            sums.append(_group_sums(np.concatenate((old, new))[order], starts))
+            sums.append(_group_sums(_take(_concat(old, new), order), starts))
         self._partial_sums = sums
 
     def finish(self) -> list[Aggregate]:
         """The aggregates of this date, sorted by key."""
+        return list(self.table())
+
+    def table(self) -> AggregateTable:
+        """The aggregates of this date, sorted by key, in arrays (`AggregateTable`)."""
         self._compact()
         key, per_client = self._partial_key, self._partial_sums
         if key.size == 0:
-            return []
+            return AggregateTable(self._family_name, [], np.zeros((0, len(self._units))), {})
         starts = _group_starts(key)
-        measures = per_client[:self._n_measures]
+        measures = [_plain(column) for column in per_client[:self._n_measures]]
         usage = measures[1]
         stacked: Columns = [
             *per_client,  # the measures, then the per-ping squares
             np.ones(key.size, dtype=np.int64),  # client_count
-            *(_product(m, m) for m in measures[1:]),  # client_<measure>_squared
+            *(_square(m) for m in measures[1:]),  # client_<measure>_squared
             *(_product(crashes, usage) for crashes in measures[2:]),  # client_<crash>_usage
         ]
-        totals = [_group_sums(column, starts) for column in stacked]
+        totals = [_plain(_group_sums(column, starts)) for column in stacked]
         # client_<crash>_max: the largest client's count (int64 or Python integers alike)
         totals += [np.maximum.reduceat(crashes, starts) for crashes in measures[2:]]
-        out: list[Aggregate] = []
-        stats = self._family.STATS
         groups = _group_sketches(self._partial_client, measures[2:], starts,
                                  self._family.CRASH_MEASURES)
-        for key_id, values, group in zip(key[starts].tolist(), _stat_rows(totals, self._units),
-                                         groups, strict=True):
-            activity, dims = self._family.key_to_row(self._keys[key_id])
-            out.append(Aggregate(activity, dims, dict(zip(stats, values, strict=True)), group))
-        out.sort(key=_row_order)
-        return out
+        keys = [self._keys[key_id] for key_id in key[starts].tolist()]
+        order = _row_order(keys, self._family.DIMENSION_NAMES)
+        return AggregateTable(self._family_name, [keys[i] for i in order],
+                              _stat_matrix(totals, self._units)[order],
+                              {name: [column[i] for i in order]
+                               for name, column in groups.items()})
 
 
-def _group_sketches(clients: U64, crashes: Columns, starts: I64, crash_names: Sequence[str]
-                    ) -> list[dict[str, bytes | None]]:
-    """Per run of `starts` (one aggregate's clients), its sketches: of its clients with a
-    client id, and per crash measure of those with at least one such crash."""
+class AggregateTable(Sequence[Aggregate]):
+    """A date's aggregates in arrays: keys, a float64 row of stats each, sketch columns. An
+    `Aggregate` is made only when a row is read, as the stores read them, one at a time: as
+    objects (a dict of stats each) a wide day cost ~3 KB an aggregate, here ~8 bytes a stat."""
+
+    def __init__(self, family: str, keys: list[rules.Key], stats: npt.NDArray[np.float64],
+                 sketches: dict[str, list[bytes | None]]) -> None:
+        self._family = families.family(family)
+        self._keys = keys  # in row order
+        self._stats = stats  # one row an aggregate, the family's STATS order
+        self._sketches = sketches  # by sketch name, one entry an aggregate
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    @overload
+    def __getitem__(self, index: int) -> Aggregate: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Aggregate]: ...
+
+    def __getitem__(self, index: int | slice) -> Aggregate | list[Aggregate]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        activity, dims = self._family.key_to_row(self._keys[index])
+        stats = dict(zip(self._family.STATS, self._stats[index].tolist(), strict=True))
+        return Aggregate(activity, dims, stats,
+                         {name: column[index] for name, column in self._sketches.items()})
+
+    def __iter__(self) -> Iterator[Aggregate]:
+        return (self[index] for index in range(len(self)))
+
+
+def _group_sketches(clients: U64, crashes: Sequence[Ints], starts: I64, crash_names: Sequence[str]
+                    ) -> dict[str, list[bytes | None]]:
+    """Per run of `starts` (one aggregate's clients), its sketches, one column a sketch name:
+    of its clients with a client id, and per crash measure of those with at least one such
+    crash."""
     named = (clients >> np.uint64(63)) == 0  # anonymous pings are in no sketch
     crashed = [np.asarray(column > 0, dtype=bool) & named for column in crashes]
     # only the aggregates with a crash of a kind make that kind's sketch: most have none
     has_crash = [np.add.reduceat(flags.astype(np.int64), starts) > 0 for flags in crashed]
     ends = [*starts[1:].tolist(), clients.size]
-    out: list[dict[str, bytes | None]] = []
+    out: dict[str, list[bytes | None]] = {name: [] for name in (sketches.CLIENTS, *crash_names)}
+    everyone = out[sketches.CLIENTS]
     for index, (start, end) in enumerate(zip(starts.tolist(), ends, strict=True)):
-        group = clients[start:end]
-        found: dict[str, bytes | None] = {
-            sketches.CLIENTS: sketches.sketch_of(group[named[start:end]])}
+        group = clients[start:end]  # ascending, each client once: (key, client) partials
+        everyone.append(sketches.sketch_of(group[named[start:end]], distinct_sorted=True))
         for name, flags, any_crash in zip(crash_names, crashed, has_crash, strict=True):
-            found[name] = sketches.sketch_of(group[flags[start:end]]) if any_crash[index] \
-                else None
-        out.append(found)
+            out[name].append(sketches.sketch_of(group[flags[start:end]], distinct_sorted=True)
+                             if any_crash[index] else None)
     return out
 
 
 def stats_from_totals(totals: Sequence[int], family: str = families.DEFAULT
                       ) -> dict[str, float]:
     """One aggregate's stats from its exact integer totals (in STATS order), each divided
-    once by its unit; Python's int / int is correctly rounded, as `_stat_rows` is."""
+    once by its unit; Python's int / int is correctly rounded, as `_stat_matrix` is."""
     units = stat_units(family)
     return dict(zip(families.family(family).STATS,
                     (total / unit for total, unit in zip(totals, units, strict=True)),
                     strict=True))
 
 
-def _stat_rows(totals: Columns, units: Sequence[int]) -> list[tuple[float, ...]]:
-    """The rows of a table of integer totals (one column a stat) as stats, each total divided
-    once by its unit, correctly rounded: as doubles for a column whose totals and unit are all
-    exact as doubles (IEEE division is then correctly rounded too), else in Python integers."""
-    columns: list[list[float]] = []
-    for column, unit in zip(totals, units, strict=True):
+def _stat_matrix(totals: list[Ints], units: Sequence[int]) -> npt.NDArray[np.float64]:
+    """A table of integer totals (one column a stat) as stats, one row an aggregate, each
+    total divided once by its unit, correctly rounded: as doubles for a column whose totals and
+    unit are all exact as doubles (IEEE division is then correctly rounded too), else in
+    Python integers (whose quotient is a double too)."""
+    matrix = np.empty((totals[0].size, len(totals)), dtype=np.float64)
+    for index, (column, unit) in enumerate(zip(totals, units, strict=True)):
         if column.dtype != object and _largest(column) <= _DOUBLE_EXACT \
                 and unit <= _DOUBLE_EXACT:
-            columns.append((column.astype(np.float64) / float(unit)).tolist())
+            matrix[:, index] = column.astype(np.float64) / float(unit)
         else:
-            columns.append([total / unit for total in column.tolist()])
-    return list(zip(*columns, strict=True))
+            matrix[:, index] = [total / unit for total in column.tolist()]
+    return matrix
 
 
 def _largest(values: Ints) -> int:
@@ -477,13 +563,52 @@ def _product(a: Ints, b: Ints) -> Ints:
     return _as_python_ints(a) * _as_python_ints(b)
 
 
-def _group_sums(values: Ints, starts: I64) -> Ints:
+def _square(values: Ints) -> Column:
+    """values * values exactly (values are never negative): in int64 when no square can
+    overflow, as limbs when every value is below 2^48, else in Python integers."""
+    if values.dtype != object:
+        largest = _largest(values)
+        if largest * largest < _INT64_SAFE:
+            return values * values
+        if largest < _LIMB_BELOW:
+            return Limbs.of(values)
+    return _product(values, values)
+
+
+def _plain(column: Column) -> Ints:
+    """A column as int64 or Python integers (limbs added up)."""
+    return column.total() if isinstance(column, Limbs) else column
+
+
+def _concat(first: Column, second: Column) -> Column:
+    """Two columns one after the other, in the wider of their forms (int64, then limbs, then
+    Python integers)."""
+    if isinstance(first, Limbs) or isinstance(second, Limbs):
+        if any(not isinstance(c, Limbs) and c.dtype == object for c in (first, second)):
+            return np.concatenate((_plain(first), _plain(second)))
+        a, b = (c if isinstance(c, Limbs) else Limbs.lift(c) for c in (first, second))
+        return Limbs(tuple(np.concatenate(pair) for pair in zip(a.parts, b.parts, strict=True)))
+    return np.concatenate((first, second))
+
+
+def _take(column: Column, order: I64) -> Column:
+    if isinstance(column, Limbs):
+        return Limbs(tuple(part[order] for part in column.parts))
+    return column[order]
+
+
+def _group_sums(values: Column, starts: I64) -> Column:
     """Exact sums of the runs of a column that begin at `starts` (values are never negative):
     in int64 when even the column's whole sum cannot overflow, else in Python integers."""
+    if isinstance(values, Limbs):
+        parts = [_plain(_group_sums(part, starts)) for part in values.parts]
+        summed = Limbs(tuple(parts))
+        return summed.total() if any(part.dtype == object for part in parts) else summed
     if values.dtype != object and values.size and \
             float(values.sum(dtype=np.float64)) >= _INT64_SAFE:
         values = values.astype(object)
-    return np.add.reduceat(values, starts)
+    summed_values: Ints = np.add.reduceat(values, starts)
+    return summed_values
 
 
 def _group_starts(*sorted_columns: npt.NDArray[Any]) -> I64:
@@ -496,5 +621,20 @@ def _group_starts(*sorted_columns: npt.NDArray[Any]) -> I64:
     return np.flatnonzero(change)
 
 
-def _row_order(row: Aggregate) -> tuple[str, list[tuple[str, str]]]:
-    return row.activity_date, sorted(row.dimensions.items())
+def _row_order(keys: Sequence[rules.Key], names: Sequence[str]) -> list[int]:
+    """The order of the rows of these keys by activity date, then their present dimensions as
+    sorted (name, value) pairs (`stores.base.row_sort_key`), made without the rows: each pair
+    kept once, so the sort holds a tuple of references a key."""
+    by_name = sorted(range(len(names)), key=names.__getitem__)
+    pairs: dict[tuple[str, Any], tuple[str, Any]] = {}
+
+    def order(key: rules.Key) -> tuple[int, tuple[tuple[str, Any], ...]]:
+        present = []
+        for index in by_name:
+            value = key[index + 1]
+            if value is not None:
+                pair = (names[index], value)
+                present.append(pairs.setdefault(pair, pair))
+        return key[0], tuple(present)
+
+    return sorted(range(len(keys)), key=lambda i: order(keys[i]))

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence, Sized
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, cast
 
 from . import __version__, families, rules
 from .aggregation import Aggregate
@@ -16,10 +17,20 @@ from .errors import CrashAggregatesError, InputError, StoreError, UsageError
 from .redact import redact_url, remember, scrub
 from .sources import Layout, PingFile, PingStore
 from .stores.base import RunRecord, Store, open_store
-from .stores.parquet import ParquetStore
+from .stores.parquet import ParquetStore, PartitionRows
 
+
+class StreamedRows(PartitionRows, Protocol):
+    """Rows the driver does not hold (`engines.spark.SparkRows`): counted, iterated once
+    (streamed to a database), or written to Parquet where they are."""
+
+    def __iter__(self) -> Iterator[Aggregate]: ...
+
+
+#: A date's rows: a list (the local engine's), or the Spark engine's left on its executors.
+DayRows = Sequence[Aggregate] | StreamedRows
 #: Per date: its rows, its counters, and notes (skipped corrupt files).
-DateRows = dict[date, tuple[list[Aggregate], dict[str, int], list[str]]]
+DateRows = dict[date, tuple[DayRows, dict[str, int], list[str]]]
 
 
 @dataclass(frozen=True)
@@ -128,13 +139,13 @@ class _NothingLeft(CrashAggregatesError):
         self.corrupt_files = corrupt_files
 
 
-def _check_skipped(day: date, rows: list[Aggregate], counters: dict[str, int],
+def _check_skipped(day: date, rows: Sized, counters: dict[str, int],
                    notes: list[str], files: int) -> None:
     """A date is never replaced with nothing: when its files hold no valid ping, or (with
     --on-corrupt-file skip) every file of the date was skipped or the files left hold no row,
     the date fails instead and keeps its rows."""
     corrupt = counters.get(rules.CORRUPT_FILES, 0)
-    if rows and (not corrupt or corrupt < files):
+    if len(rows) and (not corrupt or corrupt < files):
         return
     if not corrupt:
         # Files of blank lines, of garbage, of other pings only: an outage upstream, never a
@@ -151,8 +162,9 @@ def _check_skipped(day: date, rows: list[Aggregate], counters: dict[str, int],
                        "rows with nothing: they are kept", corrupt)
 
 
-def _rows(result: ScanResult) -> DateRows:
-    return {day: (aggregator.finish(), dict(aggregator.counters), aggregator.notes)
+def _rows(result: ScanResult) -> dict[date, tuple[Sequence[Aggregate], dict[str, int], list[str]]]:
+    # a table, not a list: each row becomes an `Aggregate` only as a store writes it
+    return {day: (aggregator.table(), dict(aggregator.counters), aggregator.notes)
             for day, aggregator in result.aggregators.items()}
 
 
@@ -290,17 +302,25 @@ class _Job:
                 except CrashAggregatesError:
                     pass  # that store is the problem, or down too: the error is raised anyway
 
-    def _aggregate(self, pings: PingStore, files: list[PingFile], spec: ScanSpec,
-                   progress: Progress) -> tuple[DateRows, int]:
-        """Per date: rows and counters; and the run's undated lines, from either engine."""
+    @contextmanager
+    def _aggregated(self, pings: PingStore, files: list[PingFile], spec: ScanSpec,
+                    progress: Progress) -> Iterator[tuple[DateRows, int]]:
+        """Per date: rows and counters; and the run's undated lines, from either engine. The
+        Spark engine's rows stay on its executors until the block ends (never all on the
+        driver: the stores stream them or have the executors write them)."""
         if self.settings.engine == "spark":
-            from .engines.spark import scan_spark, spark_session
+            from .engines.spark import scan_spark_rows, spark_session
 
             if self._spark is None:
                 self._spark = spark_session(self.settings.spark_master)
-            return scan_spark(self._spark, pings.url, files, spec)
+            scanned = scan_spark_rows(self._spark, pings.url, files, spec)
+            try:
+                yield dict(scanned.days), scanned.undated
+            finally:
+                scanned.release()
+            return
         result = scan(pings, files, spec, self.settings.workers, progress)
-        return _rows(result), result.undated
+        yield dict(_rows(result)), result.undated
 
     def run(self) -> FillReport:
         days = list(self.settings.dates())
@@ -389,34 +409,41 @@ class _Job:
                 raise CrashAggregatesError(
                     f"no ping files for {day} in {redact_url(self.settings.input_url)}")
             progress = self.say.reading(day.isoformat(), files)
-            per_date, _ = self._aggregate(pings, files, self._spec(day, [day]), progress)
-            self._write(day, *per_date[day], started, clock, 0, len(files))
+            with self._aggregated(pings, files, self._spec(day, [day]), progress) as (
+                    per_date, _):
+                self._write(day, *per_date[day], started, clock, 0, len(files))
         except CrashAggregatesError as exc:
             self._failed(day, started, clock, str(exc), written=getattr(exc, "written", 0),
                          corrupt_files=getattr(exc, "corrupt_files", 0))
 
     def _flat(self, pings: PingStore, days: list[date]) -> None:
         started, clock = datetime.now(UTC), time.monotonic()
-        try:
-            files = pings.all_files()
-            if not files:
-                raise CrashAggregatesError(
-                    f"no ping files in {redact_url(self.settings.input_url)}")
-            progress = self.say.reading(f"{days[0]} to {days[-1]}", files)
-            per_date, undated = self._aggregate(pings, files, self._spec(None, days), progress)
-        except CrashAggregatesError as exc:
-            for day in days:
-                self._failed(day, started, clock, str(exc))
-            return
+        with ExitStack() as held:
+            try:
+                files = pings.all_files()
+                if not files:
+                    raise CrashAggregatesError(
+                        f"no ping files in {redact_url(self.settings.input_url)}")
+                progress = self.say.reading(f"{days[0]} to {days[-1]}", files)
+                per_date, undated = held.enter_context(
+                    self._aggregated(pings, files, self._spec(None, days), progress))
+            except CrashAggregatesError as exc:
+                for day in days:
+                    self._failed(day, started, clock, str(exc))
+                return
+            self._write_flat(days, per_date, undated, started, clock, len(files))
+
+    def _write_flat(self, days: list[date], per_date: DateRows, undated: int,
+                    started: datetime, clock: float, files: int) -> None:
         for day in days:
             try:
-                self._write(day, *per_date[day], started, clock, undated, len(files))
+                self._write(day, *per_date[day], started, clock, undated, files)
             except CrashAggregatesError as exc:
                 self._failed(day, started, clock, str(exc), undated,
                              written=getattr(exc, "written", 0),
                              corrupt_files=getattr(exc, "corrupt_files", 0))
 
-    def _write(self, day: date, rows: list[Aggregate], counters: dict[str, int],
+    def _write(self, day: date, rows: DayRows, counters: dict[str, int],
                notes: list[str], started: datetime, clock: float, undated: int,
                files: int) -> None:
         _check_skipped(day, rows, counters, notes, files)
@@ -432,7 +459,9 @@ class _Job:
                     staged.append((store, store.prepare(day, rows, run)))
             for store in self.stores:
                 if not isinstance(store, ParquetStore):
-                    store.replace_date(day, rows, run)
+                    # (SQLite and PostgreSQL read the rows once: a stream does; Store's
+                    # signature still says Sequence)
+                    store.replace_date(day, cast(Sequence[Aggregate], rows), run)
         except BaseException:
             for _, partition in staged:
                 partition.abort()

@@ -21,11 +21,19 @@ collecting pings to the driver:
    largest client's crash counts, client_<crash>_max, taken by maximum), and
    each client with a client id joins its aggregate's list of clients, from which the
    executor makes the aggregate's distinct-client sketches (`sketches.sketch_of`, as the local
-   engine does). Only those aggregates and the counters reach the driver.
+   engine does), then its stored row (`_to_row`). The rows stay on the executors, cached
+   (memory and disk); only the counters and each date's number of rows reach the driver.
+
+Then the stores take each date's rows (`SparkRows`) without the driver holding them: Parquet
+has one executor task sort the date's rows and write them, a batch at a time, as the one file
+the local engine writes, into the store's staging folder (the driver then swaps it in as
+before); PostgreSQL and SQLite get them streamed, a range partition of ROWS_PER_CHUNK sorted
+rows at a time (`toLocalIterator`), into the date's one transaction. `scan_spark` collects
+them instead, for tests and small runs.
 
 Every sum is of integers (the family's measures: legacy usage in seconds, Glean usage in
 nanoseconds), in Python's exact arithmetic,
-so the order in which Spark combines values never shows; the driver divides each total once
+so the order in which Spark combines values never shows; the executor divides each total once
 by its unit (`aggregation.stats_from_totals`), as the local engine does: the same floats.
 
 Shuffles carry ~100 bytes a ping (hashes, key, 8 measures), against ~100 KB of JSON read.
@@ -37,16 +45,20 @@ import os
 import re
 import sys
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import numpy as np
 
 from .. import families, faults, rules, sketches
 from ..aggregation import Aggregate, client_hash, hash64, stats_from_totals
-from ..errors import InputError, UsageError
-from ..sources import PingFile, PingStore
+from ..errors import CrashAggregatesError, InputError, StoreError, UsageError
+from ..redact import redact_url
+from ..sources import PingFile, PingStore, filesystem
+from ..stores.base import row_sort_key
 from .local import BlankLines, ScanSpec, file_outcomes
 
 SESSION_STARTING = faults.define("spark.session_starting", "the Spark session (a JVM) is about to "
@@ -54,6 +66,7 @@ SESSION_STARTING = faults.define("spark.session_starting", "the Spark session (a
 JOB_STARTING = faults.define("spark.job_starting", "the session is up and the day's Spark job "
                              "is about to run")
 DateRows = dict[date, tuple[list[Aggregate], dict[str, int], list[str]]]
+_T = TypeVar("_T")
 _KINDS = (rules.MAIN_PROCESSED, rules.MAIN_IGNORED, rules.CRASH_PROCESSED, rules.CRASH_IGNORED)
 
 
@@ -174,8 +187,9 @@ def _sum(a: Any, b: Any) -> Any:
     larger of its maxima (client_<crash>_max)."""
     if isinstance(a, int | list):
         return a + b
-    if a and isinstance(a[0], tuple):
-        return _sum(a[0], b[0]), tuple(max(x, y) for x, y in zip(a[1], b[1], strict=True))
+    if a and isinstance(a[0], tuple):  # an aggregate's (sums, maxima, clients)
+        return (_sum(a[0], b[0]), tuple(max(x, y) for x, y in zip(a[1], b[1], strict=True)),
+                a[2] + b[2])
     return tuple(x + y for x, y in zip(a, b, strict=True))
 
 
@@ -190,44 +204,213 @@ def _client_to_key(item: tuple[tuple[Any, ...], Any]) -> Iterator[tuple[tuple[An
     _, day, agg_key, client = key
     n = (len(sums) + 1) // 2
     usage = sums[1]
-    # (sums, maxima): the stats summed over clients, then each crash measure's largest client
-    yield ("stats", day, agg_key), ((*sums, 1, *(s * s for s in sums[1:n]),
-                                     *(c * usage for c in sums[2:n])), tuple(sums[2:n]))
-    if isinstance(client, int):  # (a ping without client id has its order for a client)
-        yield ("clients", day, agg_key), [(client, tuple(c > 0 for c in sums[2:n]))]
+    # (sums, maxima, clients): the stats summed over clients, each crash measure's largest
+    # client, and the clients with a client id (a ping without one has its order for one)
+    clients = ([(client, tuple(c > 0 for c in sums[2:n]))] if isinstance(client, int)
+               else [])
+    yield ("agg", day, agg_key), ((*sums, 1, *(s * s for s in sums[1:n]),
+                                   *(c * usage for c in sums[2:n])), tuple(sums[2:n]), clients)
 
 
-def _sketches_of(item: tuple[tuple[Any, ...], Any]) -> tuple[tuple[Any, ...], Any]:
-    """An aggregate's list of clients becomes its sketches (in the executor), as the local
-    engine makes them from the same client hashes."""
-    key, value = item
-    if key[0] != "clients":
-        return item
-    hashes = np.array([client for client, _ in value], dtype=np.uint64)
+def _sketches_of(clients: list[tuple[int, tuple[bool, ...]]], crash_measures: int
+                 ) -> dict[int, bytes | None]:
+    """An aggregate's clients as its sketches (-1: all its clients; i: those whose crash
+    measure i is not 0), made in the executor from the client hashes the local engine uses."""
+    if not clients:
+        return {}
+    hashes = np.array([client for client, _ in clients], dtype=np.uint64)
     found: dict[int, bytes | None] = {-1: sketches.sketch_of(hashes)}
-    for index in range(len(value[0][1])):
-        chosen = [client for client, crashed in value if crashed[index]]
+    for index in range(crash_measures):
+        chosen = [client for client, crashed in clients if crashed[index]]
         found[index] = sketches.sketch_of(np.array(chosen, dtype=np.uint64))
-    return key, found
+    return found
+
+
+def _to_row(family_name: str, item: tuple[tuple[Any, ...], Any]) -> tuple[tuple[Any, ...], Any]:
+    """An aggregate's sums, maxima and clients become its stored row, in the executor (each
+    total divided once by `stats_from_totals`, as the local engine does: the same floats).
+    Counts pass as they are."""
+    key, value = item
+    if key[0] != "agg":
+        return item
+    _, day_ordinal, agg_key = key
+    sums, maxima, clients = value
+    family = families.family(family_name)
+    activity, dims = family.key_to_row(agg_key)
+    made = _sketches_of(clients, len(maxima))
+    names = sketches.names(family.CRASH_MEASURES)
+    return ("row", day_ordinal), Aggregate(
+        activity, dims, stats_from_totals((*sums, *maxima), family_name),
+        {name: made.get(index) for name, index in
+         zip(names, range(-1, len(names) - 1), strict=True)})
+
+
+def _tally(item: tuple[tuple[Any, ...], Any]) -> tuple[tuple[Any, ...], int]:
+    """What the driver collects: counters as they are, and each row as one of its date's."""
+    key, value = item
+    return (key, 1) if key[0] == "row" else (key, value)
+
+
+def _add(a: int, b: int) -> int:
+    return a + b
+
+
+def _row_of(day_ordinal: int, item: tuple[tuple[Any, ...], Any]) -> bool:
+    return item[0] == ("row", day_ordinal)
+
+
+def _write_part(store_url: str, family: str, folder: str, name: str,
+                rows: Iterable[tuple[Any, Aggregate]]) -> Iterator[int]:
+    """One task: its (sorted) rows as one Parquet file, a batch at a time; its row count."""
+    from pyspark import TaskContext
+
+    from ..stores.parquet import write_rows
+
+    fs, _ = filesystem(store_url, StoreError)
+    path = f"{folder}/{name}"
+    # Locally each attempt of the task writes a file of its own, renamed over the name when
+    # whole: a retried or speculative attempt never writes into another's file. (An object
+    # store's PUT is whole or nothing already.)
+    local = "file" in ((fs.protocol,) if isinstance(fs.protocol, str) else fs.protocol)
+    task = TaskContext.get()
+    written_to = f"{folder}/.{name}.{task.taskAttemptId() if task else 0}" if local else path
+    try:
+        fs.makedirs(folder, exist_ok=True)  # (on another machine than the driver's: its own)
+        count = write_rows(fs, written_to, (row for _, row in rows), family)
+        if local:
+            os.replace(written_to, path)
+    except Exception as exc:  # a full disk, an object store's refusal: one line, to the driver
+        raise StoreError(f"{type(exc).__name__}: {exc}") from None
+    yield count
+
+
+#: The most rows of a date that reach the driver at once when they are streamed to a
+#: database (`SparkRows.__iter__`): a partition of that many, give or take Spark's sampling
+#: (at most a few hundred bytes to a few KB each).
+ROWS_PER_CHUNK = 20_000
+
+
+class SparkRows:
+    """A date's rows, left on the executors (cached there, memory and disk) until a store
+    takes them: `len` counts them, iterating streams them to the driver a partition at a
+    time, sorted as the local engine's; `write_parquet` has one executor task write them."""
+
+    def __init__(self, made: Any, day: date, count: int) -> None:
+        self._made = made
+        self.day = day
+        self.count = count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def _rows(self) -> Any:
+        """(sort key, row) pairs of this date."""
+        return (self._made.filter(partial(_row_of, self.day.toordinal()))
+                .map(lambda item: (row_sort_key(item[1]), item[1])))
+
+    def __iter__(self) -> Iterator[Aggregate]:
+        """Sorts the rows on the executors now, then streams them: a store that takes the
+        iterator before its transaction (SQLite's write lock, PostgreSQL's date lock) holds
+        its lock only while the sorted partitions are fetched."""
+        if not self.count:
+            return iter(())
+        from pyspark import StorageLevel
+
+        chunks = -(-self.count // ROWS_PER_CHUNK)
+        # range partitions in key order, each sorted: toLocalIterator fetches them one by one
+        ordered = self._rows().sortByKey(True, chunks).persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            _mapped_errors(ordered.count)
+        except BaseException:
+            ordered.unpersist()
+            raise
+        return self._fetched(ordered)
+
+    @staticmethod
+    def _fetched(ordered: Any) -> Iterator[Aggregate]:
+        try:
+            pairs = ordered.toLocalIterator()
+            while True:
+                try:
+                    _, row = _mapped_errors(partial(next, pairs))
+                except StopIteration:
+                    return
+                yield row
+        finally:
+            ordered.unpersist()
+
+    def write_parquet(self, store_url: str, family: str, folder: str, name: str) -> None:
+        """The rows as `folder/name` (one file, as the local engine's; rows in the same
+        order), written by one task: sorted in it by Spark's external sorter, which spills to
+        disk, and written a batch at a time."""
+        job = (self._rows()
+               .repartitionAndSortWithinPartitions(1, lambda _: 0)
+               .mapPartitions(partial(_write_part, store_url, family, folder, name)))
+        try:
+            written = sum(_mapped_errors(job.collect))
+        except StoreError as exc:
+            raise StoreError(f"cannot write Parquet for {self.day} under "
+                             f"{redact_url(store_url)}: {exc}") from None
+        if written != self.count:  # (a task run twice writes the same file again, whole)
+            raise StoreError(f"wrote {written} rows of {self.day} to Parquet, not {self.count}")
+
+
+@dataclass
+class SparkScan:
+    """A run's aggregates, on the executors until `release`: per date, its rows and
+    counters (and notes: none, as the engine does not skip files silently); the undated
+    lines."""
+
+    days: dict[date, tuple[SparkRows, dict[str, int], list[str]]]
+    undated: int
+    _made: Any
+
+    def release(self) -> None:
+        try:
+            self._made.unpersist()
+        except Exception:  # the session is gone (interrupted): its cache went with it
+            pass
 
 
 def scan_spark(spark: Any, store_url: str, files: list[PingFile], spec: ScanSpec
                ) -> tuple[DateRows, int]:
-    """Per date: its aggregates and counters; and the run's undated lines."""
+    """Per date: its aggregates (collected: for tests and small runs) and counters; and the
+    run's undated lines."""
+    scanned = scan_spark_rows(spark, store_url, files, spec)
     try:
-        return _scan(spark, store_url, files, spec)
-    except Exception as exc:  # a task's InputError arrives wrapped in a Java exception
-        found = re.search(r"crash_rate_aggregates\.errors\.\w+: (.*)", str(exc))
+        return {day: (list(rows), counters, notes)
+                for day, (rows, counters, notes) in scanned.days.items()}, scanned.undated
+    finally:
+        scanned.release()
+
+
+def scan_spark_rows(spark: Any, store_url: str, files: list[PingFile], spec: ScanSpec
+                    ) -> SparkScan:
+    """Per date: its aggregates, left on the executors, and counters; the run's undated
+    lines. Only counters and row counts reach the driver here."""
+    return _mapped_errors(partial(_scan, spark, store_url, files, spec))
+
+
+def _mapped_errors(action: Callable[[], _T]) -> _T:
+    """A task's error of ours arrives wrapped in a Java exception: raised as itself."""
+    try:
+        return action()
+    except CrashAggregatesError:
+        raise
+    except Exception as exc:
+        found = re.search(r"crash_rate_aggregates\.errors\.(\w+): (.*)", str(exc))
         if found is None:
             raise
-        raise InputError(found[1].strip()) from None
+        kind = StoreError if found[1] == "StoreError" else InputError
+        raise kind(found[2].strip()) from None
 
 
-def _scan(spark: Any, store_url: str, files: list[PingFile], spec: ScanSpec
-          ) -> tuple[DateRows, int]:
+def _scan(spark: Any, store_url: str, files: list[PingFile], spec: ScanSpec) -> SparkScan:
     # One job, three reduces: dedupe (and counts), per client, per aggregate; one more for the
     # crash ids of a family that has them. Fewer, larger stages: Spark's cost here is per task,
     # not per record.
+    from pyspark import StorageLevel
+
     family = families.family(spec.family)
     context = spark.sparkContext
     partitions = max(1, context.defaultParallelism)
@@ -237,35 +420,31 @@ def _scan(spark: Any, store_url: str, files: list[PingFile], spec: ScanSpec
                .reduceByKey(_first_read, partitions))
     if family.CRASH_IDS and spec.dedupe:
         deduped = deduped.map(_by_crash_id).reduceByKey(_first_read, partitions)
-    results = (deduped
-               .flatMap(_after_dedupe)
-               .reduceByKey(_sum, partitions)
-               .flatMap(_client_to_key)
-               .reduceByKey(_sum, partitions)
-               .map(_sketches_of)
-               .collect())
-    counts = {(key[1], key[2]): value for key, value in results if key[0] == "count"}
-    totals = [((key[1], key[2]), (*value[0], *value[1])) for key, value in results
-              if key[0] == "stats"]
-    clients = {(key[1], key[2]): value for key, value in results if key[0] == "clients"}
-    names = sketches.names(family.CRASH_MEASURES)
-
+    made = (deduped
+            .flatMap(_after_dedupe)
+            .reduceByKey(_sum, partitions)
+            .flatMap(_client_to_key)
+            .reduceByKey(_sum, partitions)
+            .map(partial(_to_row, spec.family))
+            .persist(StorageLevel.MEMORY_AND_DISK))
+    try:
+        # the counters and each date's number of rows: what the driver holds of the run
+        tallies = made.map(_tally).reduceByKey(_add, partitions).collect()
+    except BaseException:
+        made.unpersist()
+        raise
     wanted = [spec.layout_date] if spec.layout_date is not None else sorted(spec.wanted)
-    out: DateRows = {day: ([], {name: 0 for name in family.COUNTERS}, []) for day in wanted}
-    for (day_ordinal, key), values in totals:
-        activity, dims = family.key_to_row(key)
-        rows = out[date.fromordinal(day_ordinal)][0]
-        made = clients.get((day_ordinal, key), {})
-        rows.append(Aggregate(activity, dims, stats_from_totals(values, spec.family),
-                              {name: made.get(index) for name, index in
-                               zip(names, range(-1, len(names) - 1), strict=True)}))
+    counters = {day: {name: 0 for name in family.COUNTERS} for day in wanted}
+    row_counts = dict.fromkeys(wanted, 0)
     undated = 0
-    for (day_ordinal, counter), count in counts.items():
-        if day_ordinal is None:
+    for key, count in tallies:
+        if key[0] == "row":
+            row_counts[date.fromordinal(key[1])] = count
+        elif key[1] is None:
             undated += count
         else:
-            counters = out[date.fromordinal(day_ordinal)][1]
-            counters[counter] = counters.get(counter, 0) + count
-    for rows, _, _ in out.values():
-        rows.sort(key=lambda row: (row.activity_date, sorted(row.dimensions.items())))
-    return out, undated
+            found = counters[date.fromordinal(key[1])]
+            found[key[2]] = found.get(key[2], 0) + count
+    days: dict[date, tuple[SparkRows, dict[str, int], list[str]]] = {
+        day: (SparkRows(made, day, row_counts[day]), counters[day], []) for day in wanted}
+    return SparkScan(days, undated, made)

@@ -39,11 +39,12 @@ import posixpath
 import shutil
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any
+from itertools import islice
+from typing import Any, Protocol
 
 from .. import families, faults
 from ..aggregation import Aggregate
@@ -129,6 +130,36 @@ def to_table(rows: Sequence[Aggregate], family: str = families.DEFAULT) -> Any:
     return pa.table(columns)
 
 
+#: Rows an Arrow batch holds when a file is written a batch at a time (`write_rows`).
+BATCH_ROWS = 50_000
+
+
+def write_rows(fs: Any, path: str, rows: Iterable[Aggregate], family: str = families.DEFAULT
+               ) -> int:
+    """`rows` as one Parquet file at `path` of `fs`, a batch at a time (the Spark engine's
+    executors write a date of any size so); the schema and compression of `to_table`'s file.
+    The number of rows written."""
+    pq = _pyarrow().parquet
+    schema = to_table([], family).schema
+    written = 0
+    with fs.open(path, "wb") as out, pq.ParquetWriter(out, schema, compression="zstd") as file:
+        source = iter(rows)
+        while batch := list(islice(source, BATCH_ROWS)):
+            file.write_table(to_table(batch, family))
+            written += len(batch)
+    return written
+
+
+class PartitionRows(Protocol):
+    """A date's rows that write their own Parquet file (the Spark engine's, on its
+    executors: `engines.spark.SparkRows`) rather than a list the driver holds."""
+
+    def __len__(self) -> int: ...
+
+    def write_parquet(self, store_url: str, family: str, folder: str, name: str) -> None:
+        """Write the rows, sorted as `row_sort_key`, to `folder/name` under `store_url`."""
+
+
 #: How long an old partition exchanged out is kept (in `<table>/_retired/`) before it is
 #: deleted: a reader that resolved the partition's folder just before the exchange lists and
 #: reads the old files for that long (as Delta Lake's VACUUM keeps old files for a retention
@@ -163,15 +194,17 @@ class ParquetStore:
         text = day if isinstance(day, str) else day.isoformat()
         return f"{self.root}/submission_date={text}"
 
-    def replace_date(self, submission_date: date, rows: Sequence[Aggregate],
+    def replace_date(self, submission_date: date, rows: Sequence[Aggregate] | PartitionRows,
                      run: RunRecord) -> None:
         self.prepare(submission_date, rows, run).commit()
 
-    def prepare(self, submission_date: date, rows: Sequence[Aggregate],
+    def prepare(self, submission_date: date, rows: Sequence[Aggregate] | PartitionRows,
                 run: RunRecord) -> Staged:
         """Write the date's new version where readers do not look yet (the slow part, and the
         one a full disk breaks); `commit` then makes it the partition, `abort` forgets it.
-        fill prepares Parquet, commits the database, then commits Parquet."""
+        fill prepares Parquet, commits the database, then commits Parquet. Rows that write
+        themselves (PartitionRows) write the same one file into the same staged folder (or,
+        on object storage, under the same name)."""
         # Locally every version of a partition names its file alike: a reader that listed the
         # old folder and opens the file by name after the exchange reads the new version,
         # where a name of the run's own was gone and a listing reader (pyarrow.dataset) went
@@ -215,9 +248,13 @@ class ParquetStore:
         except Exception as exc:  # an object store's own (botocore's expired credentials...)
             raise StoreError(f"{where}: {type(exc).__name__}: {redact(str(exc))}") from None
 
-    def _write_file(self, folder: str, name: str, rows: Sequence[Aggregate]) -> None:
+    def _write_file(self, folder: str, name: str,
+                    rows: Sequence[Aggregate] | PartitionRows) -> None:
         pq = _pyarrow().parquet
         self.fs.makedirs(folder, exist_ok=True)
+        if not isinstance(rows, Sequence):
+            rows.write_parquet(self.url, self.family, folder, name)
+            return
         with self.fs.open(f"{folder}/{name}", "wb") as out:
             pq.write_table(to_table(rows, self.family), out, compression="zstd")
 

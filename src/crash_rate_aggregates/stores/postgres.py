@@ -225,6 +225,13 @@ def copy_blocks(day: str, rows: Iterable[Aggregate], names: Sequence[str] = ()
         yield b"".join(block)
 
 
+def _noting_activity(rows: Iterable[Aggregate], seen: set[str]) -> Iterator[Aggregate]:
+    """The rows, each activity date added to `seen` as it passes (rows are read once)."""
+    for row in rows:
+        seen.add(row.activity_date)
+        yield row
+
+
 class _Server:
     """A connection to the server, its errors told without the password."""
 
@@ -347,10 +354,12 @@ class PostgresStore(_Server):
                                    (version,))
 
     def replace_date(
-        self, submission_date: date, rows: Sequence[Aggregate], run: RunRecord
+        self, submission_date: date, rows: Iterable[Aggregate], run: RunRecord
     ) -> None:
+        # `rows` is read once, as it is sent (the Spark engine streams them to the driver)
         day = submission_date.isoformat()
         faults.fault_point(BEFORE_REPLACE)
+        rows = iter(rows)  # (a stream's own work, before the date's lock is taken)
         rows_table = self.tables.rows
         with self._transaction(f"replace {day}") as cursor:
             self._lock_date(cursor, submission_date)
@@ -359,14 +368,16 @@ class PostgresStore(_Server):
                            (submission_date,))
             columns = ", ".join(("submission_date", "activity_date", "dimensions", "stats",
                                  *sketch_columns(self.family)))
+            # the crash-free users of every activity date these rows (old and new) touch
+            activity_dates: set[str] = set()
             with cursor.copy(f"COPY {rows_table} ({columns}) FROM STDIN") as copy:
-                for number, block in enumerate(copy_blocks(day, rows,
-                                                           sketch_names(self.family))):
+                for number, block in enumerate(copy_blocks(
+                        day, _noting_activity(rows, activity_dates),
+                        sketch_names(self.family))):
                     copy.write(block)
                     if number == 0:
                         faults.fault_point(DURING_COPY)
-            # the crash-free users of every activity date these rows (old and new) touch
-            touched.update(date.fromisoformat(row.activity_date) for row in rows)
+            touched.update(date.fromisoformat(text) for text in activity_dates)
             crash_free.refresh(cursor, self.tables, touched)
             self._insert_run(cursor, run)
             faults.fault_point(BEFORE_COMMIT)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
@@ -260,8 +260,10 @@ class SqliteStore:
             raise StoreError(f"cannot {doing} SQLite store {self.path}: {exc}") from None
 
     def replace_date(
-        self, submission_date: date, rows: Sequence[Aggregate], run: RunRecord
+        self, submission_date: date, rows: Iterable[Aggregate], run: RunRecord
     ) -> None:
+        # `rows` is read once, as it is inserted (the Spark engine streams them to the driver);
+        # the generator takes its iterator here, before the write lock (a stream's own work)
         day = submission_date.isoformat()
         names = self._sketch_names
         records = (
