@@ -14,7 +14,7 @@ ping); one `DateAggregator` per submission date folds batches in, in any order:
 
 Every sum is exact: measures are integers (legacy usage in seconds, Glean usage in nanoseconds)
 summed column by column as int64; a square past int64 of a value below 2^48 (Glean usage in
-nanoseconds) as three int64 limbs (`Limbs`); any other column whose values or sums could leave
+nanoseconds) as five int64 limbs (`Limbs`); any other column whose values or sums could leave
 int64 (hostile crash counts) as Python integers; each stat is its integer total divided once by
 its unit. So no row depends on the order in which batches arrive (how
 files were split among workers), and the Spark engine, which sums the same integers, gives the
