@@ -167,6 +167,11 @@ def _exit_interrupted(written: list[str]) -> None:
     click.echo(f"interrupted: {len(written)} date{'' if len(written) == 1 else 's'} written"
                + (f" ({', '.join(written)})" if written else "")
                + "; the date in progress was not written", err=True)
+    # Under `python -m`, CPython ends a process that saw a KeyboardInterrupt leave a string
+    # exec (a dataclass being defined when the SIGTERM came), even one caught since, by
+    # SIGINT (-2) after the SystemExit, not with 130. A string exec of its own clears that
+    # flag; no interrupt can follow it, both signals are ignored.
+    exec("")  # noqa: S102
     sys.exit(130)
 
 
