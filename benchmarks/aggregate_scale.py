@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/aggregate_scale.py [--pings 600000] [--sizes 250000,...]
         [--with-4m] [--repeat 1] [--data DIR]
+    .venv/bin/python benchmarks/aggregate_scale.py --day-5m [--data DIR]
 
 Tiny legacy pings (630-840 bytes: the fields the rules read and nothing else; 9 main pings to 1
 crash ping, 3 pings a client), written once under `--data`. Two days hold the SAME pings
@@ -14,9 +15,13 @@ tree sampled every 0.05 s, and its CPU seconds (workers included). The aggregate
 the rows of the store, counted after.
 
 Then a scaling curve: wide days of 0.25, 0.5, 1 and 2 million pings (and so aggregates; 4
-million with `--with-4m`: ~22 GB of RSS at 5.4 KB an aggregate), with seconds, peak RSS and
-their cost per aggregate. Days of 2 million aggregates or more get `--max-aggregates` twice
-their size (fill's default, 2,000,000, would fail them); the output says so.
+million with `--with-4m`), with seconds, peak RSS and their cost per aggregate. Days over
+fill's default `--max-aggregates` (a memory budget: src/crash_rate_aggregates/budget.py)
+get twice their size; the output says so.
+
+`--day-5m` instead runs one wide day of 5,000,000 aggregates with fill's defaults (no
+`--workers`, no `--max-aggregates`) and prints its seconds, peak RSS and bytes an aggregate:
+issue 17 asks that it fill on a 24 GB machine, nothing more. Exit status 1 when it fails.
 
 Goals (issue 17): wide/narrow time <= 1.5; peak RSS per aggregate beyond narrow's <= 1 KB;
 cost per aggregate at the largest size / at the smallest <= 1.3 (time and memory). Exit
@@ -37,11 +42,13 @@ from concurrent.futures import ProcessPoolExecutor
 from datetime import date
 from pathlib import Path
 
+from crash_rate_aggregates.budget import default_max_aggregates
 from throughput import communicate_with_peak_rss  # beside this file
 
 DAY = date(2016, 3, 14)
 FILES = 8
-DEFAULT_MAX_AGGREGATES = 2_000_000  # fill's --max-aggregates default
+DEFAULT_MAX_AGGREGATES = default_max_aggregates()  # fill's --max-aggregates, this machine
+DAY_5M = 5_000_000
 GOALS = {"time_ratio": 1.5, "bytes_beyond_narrow": 1024.0, "cost_growth": 1.3}
 
 # Wide values: ping i gets build i % 500, country (i // 500) % 250, OS version
@@ -119,16 +126,19 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_fill(store: Path, max_aggregates: int | None) -> tuple[int, float, float, float]:
-    """One `fill --workers 2` as a process of its own: the rows it wrote (counted in the
-    store), its seconds, its CPU seconds (its workers' included: fill joins them) and the
-    peak RSS (MB) of its process tree."""
+def run_fill(store: Path, max_aggregates: int | None, workers: int | None = 2
+             ) -> tuple[int, float, float, float]:
+    """One `fill --workers 2` (None: fill's default) as a process of its own: the rows it
+    wrote (counted in the store), its seconds, its CPU seconds (its workers' included: fill
+    joins them) and the peak RSS (MB) of its process tree."""
     from crash_rate_aggregates.stores.queries import tables
 
     with tempfile.TemporaryDirectory() as folder:
         command = [sys.executable, "-m", "crash_rate_aggregates", "fill", "--input", str(store),
                    "--from", DAY.isoformat(), "--to", DAY.isoformat(),
-                   "--db", f"sqlite:///{folder}/bench.db", "--workers", "2"]
+                   "--db", f"sqlite:///{folder}/bench.db"]
+        if workers is not None:
+            command += ["--workers", str(workers)]
         if max_aggregates is not None:
             command += ["--max-aggregates", str(max_aggregates)]
         started, cpu = time.perf_counter(), _children_cpu()
@@ -158,6 +168,24 @@ def limit_for(aggregates: int) -> int | None:
     return None if aggregates < DEFAULT_MAX_AGGREGATES else 2 * aggregates
 
 
+def day_5m(data: Path) -> None:
+    """A wide day of 5,000,000 aggregates through fill with its defaults: does it fill?"""
+    store = day_store(data, DAY_5M, wide=True)
+    print(f"wide day of {DAY_5M:,} pings, fill with its defaults (--max-aggregates "
+          f"{DEFAULT_MAX_AGGREGATES:,} on this machine), SQLite; load "
+          f"{open('/proc/loadavg').read().split()[0]}:", flush=True)
+    try:
+        rows, seconds, cpu, rss = run_fill(store, None, workers=None)
+    except SystemExit as failed:
+        print(f"  FAILED: {failed}")
+        sys.exit(1)
+    largest = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(f"  {rows:,} aggregates in {seconds:.1f} s ({cpu:.1f} CPU s, "
+          f"{seconds * 1e6 / rows:.1f} µs an aggregate); peak RSS {rss:,.0f} MB "
+          f"(process tree; largest process {largest:,.0f} MB), "
+          f"{rss * 1e6 / rows:,.0f} bytes an aggregate")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pings", type=int, default=600_000,
@@ -169,7 +197,12 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path(__file__).parent / ".data")
     parser.add_argument("--repeat", type=int, default=1,
                         help="runs of each day; the best time counts")
+    parser.add_argument("--day-5m", action="store_true",
+                        help="only a wide day of 5,000,000 aggregates, with fill's defaults")
     args = parser.parse_args()
+    if args.day_5m:
+        day_5m(args.data)
+        return
     sizes = sorted({int(size) for size in args.sizes.split(",")}
                    | ({4_000_000} if args.with_4m else set()))
 

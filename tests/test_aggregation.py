@@ -240,3 +240,66 @@ def test_the_table_reads_as_the_rows_finish_makes() -> None:
     assert [r.stats["usage_hours"] for r in rows] == ([2.0, 1.0, 3.0] if first_missing
                                                       else [2.0, 3.0, 1.0])
     assert [r.sketches == s.sketches for r, s in zip(rows, table, strict=True)] == [True] * 3
+
+
+def test_row_order_with_absent_dimensions_by_hand() -> None:
+    # names "b", "a": rows sort by date, then by the present (name, value) pairs, "a" first.
+    # A key whose pairs are a prefix of another's sorts first; an absent "a" followed by a
+    # present "b" sorts after every present "a" ("b" > "a").
+    keys = [(1, "x", None), (1, None, "y"), (1, None, None), (0, "z", "z"), (1, "w", "y")]
+    expected = [3, 2, 1, 4, 0]
+    assert aggregation._row_order(keys, ("b", "a")).tolist() == expected
+    assert aggregation._row_order_by_key(keys, ("b", "a")).tolist() == expected
+    present = [(1, "p", "q"), (1, "a", "r"), (1, "z", "a"), (0, "z", "z")]
+    assert aggregation._row_order(present, ("b", "a")).tolist() == [3, 2, 0, 1]
+    # values that are not strings sort as Python sorts them, through the sort key
+    mixed = [(1, 2, "q"), (1, 1, "q")]
+    assert aggregation._row_order(mixed, ("b", "a")).tolist() == [1, 0]
+
+
+def test_table_is_made_once_and_then_no_batch_is_added() -> None:
+    aggregator = DateAggregator()
+    batch = DateBatch()
+    batch.add(_outcome("a", (1, H, 0, 0, 0, 0, 0, 0), doc_id="d1"))
+    aggregator.add(batch.freeze())
+    table = aggregator.table()
+    assert aggregator.table() is table and len(table) == 1
+    assert table[0].stats["usage_hours"] == 1.0
+    with pytest.raises(AssertionError, match="aggregates were made"):
+        aggregator.add(batch.freeze())
+
+
+def test_aggregates_of_one_client_share_that_clients_sketch() -> None:
+    # client a alone in two aggregates (one with a main crash), with b in a third; an
+    # anonymous ping alone in a fourth: it is in no sketch.
+    from crash_rate_aggregates import sketches
+
+    def key(value: str) -> rules.Key:
+        return (DAY.toordinal(), value, *(["x"] * (len(rules.DIMENSIONS) - 1)))
+
+    rows = fold([_outcome("a", (1, H, 1, 0, 0, 0, 0, 0), "d1", key("k1")),
+                 _outcome("a", (1, H, 0, 0, 0, 0, 0, 0), "d2", key("k2")),
+                 _outcome("a", (1, H, 0, 0, 0, 0, 0, 0), "d3", key("k3")),
+                 _outcome("b", (1, H, 0, 0, 0, 0, 0, 0), "d4", key("k3")),
+                 _outcome(None, (1, H, 1, 0, 0, 0, 0, 0), "d5", key("k4"))], 1000, 1000)
+    by_key = {row.dimensions[rules.DIMENSION_NAMES[0]]: row.sketches for row in rows}
+    alone = sketches.sketch_of(np.array([client_hash("a")], dtype=np.uint64))
+    both = sketches.sketch_of(np.array([client_hash("a"), client_hash("b")], dtype=np.uint64))
+    assert by_key["k1"]["clients"] == alone and by_key["k1"]["main_crashes"] == alone
+    assert by_key["k1"]["clients"] is by_key["k2"]["clients"]  # one copy
+    assert by_key["k2"]["clients"] == alone and by_key["k2"]["main_crashes"] is None
+    assert by_key["k3"]["clients"] == both and by_key["k3"]["main_crashes"] is None
+    assert by_key["k4"]["clients"] is None and by_key["k4"]["main_crashes"] is None
+
+
+def test_a_stretch_of_inputs_keys_share_values_and_cross_once() -> None:
+    numbers = aggregation.KeyIds()
+    first = (1, "".join(["ab", "c"]), None)
+    second = (1, "".join(["a", "bc"]), "y")
+    assert first[1] is not second[1]
+    assert [numbers.id(first), numbers.id(second), numbers.id((1, "abc", None))] == [0, 1, 0]
+    assert numbers.take_new() == (0, [first, second])
+    assert numbers.id((2, "abc", None)) == 2
+    start, keys = numbers.take_new()
+    assert start == 2 and keys == [(2, "abc", None)] and keys[0][1] is first[1]
+    assert numbers.take_new() == (3, [])

@@ -15,7 +15,7 @@ import zstandard
 from click.testing import CliRunner
 
 from conftest import main_ping, write_ping_file
-from crash_rate_aggregates import rules
+from crash_rate_aggregates import budget, rules
 from crash_rate_aggregates.cli import cli
 from crash_rate_aggregates.engines.local import ScanSpec, scan
 from crash_rate_aggregates.sources import MAX_LINE_BYTES, PingFile, PingStore
@@ -162,7 +162,8 @@ def test_a_line_of_hundreds_of_megabytes_in_bounded_memory(tmp_path: Path) -> No
     assert 20 < peak_mb < 250, peak_mb
 
 
-def test_garbage_dimensions_trip_the_cardinality_guard(tmp_path: Path) -> None:
+def test_garbage_dimensions_trip_the_cardinality_guard(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     pings = []
     for number in range(3000):
         ping = main_ping(f"g{number}", f"c{number}")
@@ -175,9 +176,21 @@ def test_garbage_dimensions_trip_the_cardinality_guard(tmp_path: Path) -> None:
     code, out, _ = invoke(*common, "--max-aggregates", "1000")
     assert code == 1
     assert out.strip() == ("2016-03-14 FAILED: 2016-03-14: more than 1,000 distinct aggregates; "
-                           "country alone has 1,000 values: garbage in the pings? "
-                           "(--max-aggregates raises the limit)")
+                           "country alone has 1,000 values: garbage in the pings? The fill "
+                           "stops before a day's aggregates outgrow memory: 1,000 aggregates is "
+                           "about 2 MB at ~2 KB each; raise --max-aggregates or use --engine "
+                           "spark")
     code, out, _ = invoke(*common)  # under the default limit the same day is fine
+    assert code == 0 and out.startswith("2016-03-14 ok: 3000 rows")
+    # the default is the memory budget: 5 MB of memory holds 5e6 * 0.6 / 2000 = 1,500
+    # aggregates, half that for each of two dates read at once
+    monkeypatch.setattr(budget, "machine_memory", lambda: 5_000_000)
+    monkeypatch.setattr(budget, "MIN_MAX_AGGREGATES", 1)
+    code, out, _ = invoke(*common)
+    assert code == 1 and "FAILED: 2016-03-14: more than 1,500 distinct aggregates;" in out
+    code, out, _ = invoke(*common, "--parallel-dates", "2")
+    assert code == 1 and "FAILED: 2016-03-14: more than 750 distinct aggregates;" in out
+    code, out, _ = invoke(*common, "--max-aggregates", "3000")  # explicit: as given
     assert code == 0 and out.startswith("2016-03-14 ok: 3000 rows")
 
 

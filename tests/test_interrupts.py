@@ -207,3 +207,34 @@ def test_an_interrupt_that_left_a_string_exec_still_exits_130(tmp_path: Path) ->
     done = subprocess.run([sys.executable, "-m", "exec_interrupted"], capture_output=True,
                           text=True, env=env, timeout=120)
     assert (done.returncode, done.stderr.strip()) == (130, INTERRUPTED), done.stderr[-2000:]
+
+
+def test_an_interrupt_inside_a_held_section_comes_at_its_end() -> None:
+    # the command's handlers call hold(): inside a section it notes the interrupt, which the
+    # outermost section's end raises (a KeyboardInterrupt inside DataSketches' module init
+    # aborted fill with status -6)
+    from crash_rate_aggregates import interrupts
+
+    assert interrupts.hold() is False  # no section: the handler raises at once
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts.held():
+            with interrupts.held():
+                assert interrupts.hold() is True
+                done.append("inner")
+            done.append("outer")  # the inner section's end does not raise
+    assert done == ["inner", "outer"]
+    with interrupts.held():  # the interrupt was raised once: the next section is quiet
+        pass
+
+
+@pytest.mark.parametrize("action", ["term", "int"])
+def test_an_interrupt_while_datasketches_is_imported_stops_cleanly(
+        store: Path, tmp_path: Path, action: str) -> None:
+    env = {**os.environ, "CRASH_AGGREGATES_FAULT_POINT": "sketches.import",
+           "CRASH_AGGREGATES_FAULT_ACTION": action}
+    done = subprocess.run(
+        [sys.executable, "-m", "crash_rate_aggregates", "fill", "--input", str(store),
+         "--from", DAY, "--to", DAY, "--db", f"sqlite:///{tmp_path / 'db.sqlite'}",
+         "--workers", "1"], capture_output=True, text=True, env=env, timeout=300)
+    assert_interrupted(done)

@@ -152,8 +152,24 @@ def test_a_second_fill_swaps_the_partition_in(small_results: Any, small_chunks: 
     assert parquet_table(parquet).equals(parquet_table(local / "parquet"))
 
 
-def test_postgres_gets_the_rows_streamed(small_results: Any, small_chunks: None,
-                                         big_day: tuple[Path, Path], pg_url: str) -> None:
+def staging_tables(pg_url: str) -> list[str]:
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as connection:
+        return [name for (name,) in connection.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
+            "AND tablename LIKE '%staging%' ORDER BY tablename").fetchall()]
+
+
+@pytest.mark.parametrize("load", ["stream", "staging"])
+def test_postgres_gets_the_rows_without_the_driver_holding_them(
+        small_results: Any, small_chunks: None, big_day: tuple[Path, Path], pg_url: str,
+        load: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # streamed through the driver a partition at a time, or COPYed by the executor tasks
+    # (11 partitions of ~500 rows) into a staging table swapped in: the local rows either way
+    from crash_rate_aggregates.engines import spark
+
+    monkeypatch.setattr(spark, "POSTGRES_LOAD", load)
     pings, local = big_day
     report = fill(FillSettings(str(pings), DAY, DAY, pg_url, engine="spark"))
     assert not report.failed, report
@@ -162,6 +178,131 @@ def test_postgres_gets_the_rows_streamed(small_results: Any, small_chunks: None,
         expected = local_rows(local)
         assert db.read_rows() == expected  # (jsonb orders a row's stats its own way)
         assert [run["rows_written"] for run in db.read_runs()] == [len(expected)]
+    finally:
+        db.close()
+    assert staging_tables(pg_url) == []
+    # stored in the local engine's order too (the table's physical order)
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as connection:
+        stored = connection.execute("SELECT activity_date::text, dimensions "
+                                    "FROM crash_aggregates ORDER BY ctid").fetchall()
+    assert stored == [(row.activity_date, row.dimensions) for _, row in expected]
+
+
+def test_a_failed_staging_load_keeps_the_old_rows(small_results: Any, small_chunks: None,
+                                                  big_day: tuple[Path, Path], pg_url: str,
+                                                  tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # the big day over a small one; the task of partition 3 fails after the others loaded
+    # theirs: the date fails with the task's error, the small day's rows stay, whole
+    from crash_rate_aggregates.engines import spark
+    from crash_rate_aggregates.errors import StoreError
+
+    monkeypatch.setattr(spark, "POSTGRES_LOAD", "staging")
+    small = tmp_path / "small"
+    generate_store(small, DAY, DAY, 300, seed=5, heavy=False)
+    assert not fill(FillSettings(str(small), DAY, DAY, pg_url, engine="spark")).failed
+    db = open_store(pg_url)
+    before = db.read_rows()
+    assert 0 < len(before) < 500
+    real = spark._copy_part
+
+    def failing(*args: Any) -> Any:  # (defined here: Spark ships it to the executor by value)
+        if args[-2] == 3:
+            raise StoreError("PostgreSQL at somewhere: cannot load: disk full")
+        return real(*args)
+
+    monkeypatch.setattr(spark, "_copy_part", failing)
+    report = fill(FillSettings(str(big_day[0]), DAY, DAY, pg_url, engine="spark"))
+    assert report.failed == [DAY]
+    assert report.dates[0].error == "PostgreSQL at somewhere: cannot load: disk full"
+    try:
+        assert db.read_rows() == before
+        assert [run["status"] for run in db.read_runs()] == ["completed", "failed"]
+    finally:
+        db.close()
+    assert staging_tables(pg_url) == []  # the failed run dropped its own
+
+
+def test_staged_rows_are_invisible_until_the_swap(small_results: Any, small_chunks: None,
+                                                  big_day: tuple[Path, Path], pg_url: str,
+                                                  tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # at the fault point after the executors' load, the staging table holds the whole day
+    # and the rows table the old day; a failure there changes nothing, and drops the table
+    import psycopg
+
+    from crash_rate_aggregates import faults
+    from crash_rate_aggregates.engines import spark
+
+    monkeypatch.setattr(spark, "POSTGRES_LOAD", "staging")
+    small = tmp_path / "small"
+    generate_store(small, DAY, DAY, 300, seed=5, heavy=False)
+    assert not fill(FillSettings(str(small), DAY, DAY, pg_url, engine="spark")).failed
+    db = open_store(pg_url)
+    before = db.read_rows()
+    seen: list[tuple[int, int]] = []
+    real = faults.fault_point
+
+    def at_point(name: str) -> None:
+        if name != spark.STAGED:
+            real(name)
+            return
+        [table] = staging_tables(pg_url)
+        with psycopg.connect(pg_url, autocommit=True) as connection:
+            seen.append((connection.execute(f"SELECT count(*) FROM {table}").fetchone()[0],
+                         connection.execute("SELECT count(*) FROM crash_aggregates")
+                         .fetchone()[0]))
+        raise OSError("fault point spark.staged armed")
+
+    monkeypatch.setattr(faults, "fault_point", at_point)
+    with pytest.raises(OSError, match="spark.staged"):
+        fill(FillSettings(str(big_day[0]), DAY, DAY, pg_url, engine="spark"))
+    assert seen == [(len(local_rows(big_day[1])), len(before))]
+    try:
+        assert db.read_rows() == before
+    finally:
+        db.close()
+    assert staging_tables(pg_url) == []
+
+
+def test_a_killed_run_s_staging_table_is_dropped_by_the_next(
+        small_results: Any, pg_url: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A run killed while its executors load: its session's lock went with its connection,
+    # its table stayed. The next run drops it, and leaves the table of a run under way (its
+    # lock held) and a table that only looks like one (another rows table's) alone.
+    import psycopg
+
+    from crash_rate_aggregates.engines import spark
+    from crash_rate_aggregates.stores.postgres import PostgresStore
+
+    monkeypatch.setattr(spark, "POSTGRES_LOAD", "staging")
+    pings = tmp_path / "pings"
+    generate_store(pings, DAY, DAY, 300, seed=5, heavy=False)
+    assert not fill(FillSettings(str(pings), DAY, DAY, pg_url, engine="spark")).failed
+    db = open_store(pg_url)
+    rows = db.read_rows()
+    assert isinstance(db, PostgresStore)
+    killed, running = (db.staging_table(f"20160314T000000Z-{n}") for n in ("dead0001", "live0002"))
+    db.close()
+    namespace = PostgresStore._STAGING_LOCK_NAMESPACE
+    killed_session = psycopg.connect(pg_url, autocommit=True)
+    for name in (killed, running, "glean_crash_aggregates_staging_x"):
+        killed_session.execute(f"CREATE UNLOGGED TABLE {name} (seq bigint)")
+    killed_session.execute(f"INSERT INTO {killed} VALUES (1)")
+    killed_session.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (namespace, killed))
+    killed_session.close()  # (as a killed driver's connection ends)
+    with psycopg.connect(pg_url, autocommit=True) as live:
+        live.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (namespace, running))
+        report = fill(FillSettings(str(pings), DAY, DAY, pg_url, engine="spark"))
+        assert not report.failed, report
+        assert staging_tables(pg_url) == [running, "glean_crash_aggregates_staging_x"]
+    db = open_store(pg_url)
+    try:
+        assert db.read_rows() == rows
+        assert [run["status"] for run in db.read_runs()] == ["completed", "completed"]
     finally:
         db.close()
 

@@ -29,12 +29,14 @@ import os
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, overload
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from . import families, rules, sketches
+from . import budget, families, rules, sketches
+from .aggregate_table import Aggregate as Aggregate
+from .aggregate_table import AggregateTable as AggregateTable
 from .errors import CrashAggregatesError
 
 
@@ -192,22 +194,28 @@ class KeyIds:
 
     def __init__(self) -> None:
         self.ids: dict[rules.Key, int] = {}
-        self.keys: list[rules.Key] = []
+        self.keys: list[rules.Key] = []  # the keys not sent yet, numbered from `sent`
         self.sent = 0
+        # One copy of each dimension value: each parsed line brings its own (a wide file held
+        # ~700 bytes of strings a key), and a chunk's keys then pickle each value once.
+        self._values: dict[object, object] = {}
         KeyIds._next_source += 1
         self.source = (os.getpid(), KeyIds._next_source)
 
     def id(self, key: rules.Key) -> int:
         found = self.ids.get(key)
         if found is None:
-            found = self.ids[key] = len(self.keys)
+            setdefault = self._values.setdefault
+            key = tuple(map(setdefault, key, key))
+            found = self.ids[key] = len(self.ids)
             self.keys.append(key)
         return found
 
     def take_new(self) -> tuple[int, list[rules.Key]]:
         """The number of the first key not sent yet, and those keys."""
-        first, self.sent = self.sent, len(self.keys)
-        return first, self.keys[first:]
+        first, keys = self.sent, self.keys
+        self.sent, self.keys = len(self.ids), []
+        return first, keys
 
 
 @dataclass
@@ -295,23 +303,11 @@ class FrozenBatch:
     measures: I64
 
 
-@dataclass(frozen=True)
-class Aggregate:
-    """One output row: activity date, dimensions and the family's stats."""
-
-    activity_date: str
-    dimensions: dict[str, str]
-    stats: dict[str, float]
-    #: Distinct-client sketches by name (`sketches.names`): None where no client had any.
-    #: Not compared: rows equal by their stats; tests compare the sketches' estimates.
-    sketches: dict[str, bytes | None] = field(default_factory=dict, compare=False)
-
-
 class DateAggregator:
     """Folds the batches of one submission date into aggregates and counters."""
 
     def __init__(self, dedupe: bool = True, compact_every: int = 250_000,
-                 max_aggregates: int = 2_000_000, day: object = None,
+                 max_aggregates: int | None = None, day: object = None,
                  family: str = families.DEFAULT) -> None:
         self._family = families.family(family)
         self._family_name = family
@@ -326,7 +322,8 @@ class DateAggregator:
         self._values: dict[object, object] = {}  # one copy of each dimension value
         self._anonymous = 0
         self._compact_every = compact_every
-        self._max_aggregates = max_aggregates
+        self._max_aggregates = (budget.default_max_aggregates() if max_aggregates is None
+                                else max_aggregates)  # None: the memory budget (budget.py)
         self._day = day
         self.notes: list[str] = []  # what went wrong on the way: skipped corrupt files
         self._pending: list[tuple[I64, U64, I64]] = []  # (key id, client, per-ping measures)
@@ -337,12 +334,15 @@ class DateAggregator:
         self._partial_client: U64 = np.zeros(0, dtype=np.uint64)
         self._partial_sums: Columns = [np.zeros(0, dtype=np.int64)
                                        for _ in range(2 * self._n_measures - 1)]
+        self._table: AggregateTable | None = None  # once made: `table`
 
     @property
     def dedupe_bytes(self) -> int:
         return sum(ids.nbytes for ids in (self._ids, self._crash_ids) if ids is not None)
 
     def add(self, batch: FrozenBatch) -> None:
+        if self._table is not None:
+            raise AssertionError("a batch was added to a date whose aggregates were made")
         self.counters.update(batch.counters)
         keep = self._dedupe(batch)
         kinds = np.bincount(batch.kind[keep], minlength=len(_KIND_COUNTERS))
@@ -385,23 +385,28 @@ class DateAggregator:
         if table.size != batch.first_key:
             raise AssertionError("a stretch of input's batches were folded out of order")
         if batch.keys:
-            table = np.concatenate(
-                (table, np.array([self._key_id(k) for k in batch.keys], dtype=np.int64)))
+            numbers = self._key_ids_of(batch.keys)
+            table = np.concatenate((table, numbers)) if table.size else numbers
             self._key_tables[batch.source] = table
         return table
 
-    def _key_id(self, key: rules.Key) -> int:
-        found = self._key_ids.get(key)
-        if found is None:
-            if len(self._keys) >= self._max_aggregates:
-                raise TooManyAggregates(self._too_many())
-            # Each unpickled key brings its own copies of the dimension values: keep one of
-            # each, or a wide day holds a dozen strings (~700 bytes) per aggregate.
-            values = self._values
-            key = tuple([values.setdefault(value, value) for value in key])
-            found = self._key_ids[key] = len(self._keys)
-            self._keys.append(key)
-        return found
+    def _key_ids_of(self, keys: list[rules.Key]) -> I64:
+        """Our numbers of these keys, the new ones numbered as they come."""
+        ids, known, setdefault = self._key_ids, self._keys, self._values.setdefault
+        get, append = ids.get, known.append
+        numbers = np.empty(len(keys), dtype=np.int64)
+        for index, key in enumerate(keys):
+            found = get(key)
+            if found is None:
+                if len(known) >= self._max_aggregates:
+                    raise TooManyAggregates(self._too_many())
+                # Each unpickled chunk brings its own copies of the dimension values: keep one
+                # of each, or a wide day holds a dozen strings (~700 bytes) per aggregate.
+                key = tuple(map(setdefault, key, key))
+                found = ids[key] = len(known)
+                append(key)
+            numbers[index] = found
+        return numbers
 
     def _too_many(self) -> str:
         """Which dimension blew up: garbage values are what usually does it."""
@@ -411,7 +416,7 @@ class DateAggregator:
         where = f"{self._day}: " if self._day is not None else ""
         return (f"{where}more than {self._max_aggregates:,} distinct aggregates; "
                 f"{names[worst]} alone has {distinct[worst]:,} values: "
-                f"garbage in the pings? (--max-aggregates raises the limit)")
+                f"garbage in the pings? {budget.explain(self._max_aggregates)}")
 
     def _compact(self) -> None:
         """Sum rows of the same (key, client) into one."""
@@ -441,110 +446,115 @@ class DateAggregator:
         return list(self.table())
 
     def table(self) -> AggregateTable:
-        """The aggregates of this date, sorted by key, in arrays (`AggregateTable`)."""
+        """The aggregates of this date, sorted by key, in arrays (`AggregateTable`).
+
+        Made once: it consumes the partial sums and the keys as it goes (a wide day's peak
+        memory is here), one stat column at a time, each written in row order; after it no
+        batch can be added."""
+        if self._table is not None:
+            return self._table
         self._compact()
-        key, per_client = self._partial_key, self._partial_sums
+        key, clients, per_client = self._partial_key, self._partial_client, self._partial_sums
+        all_keys = self._keys
+        self._key_ids, self._key_tables, self._values, self._keys = {}, {}, {}, []
+        self._partial_key = np.zeros(0, dtype=np.int64)
+        self._partial_client = np.zeros(0, dtype=np.uint64)
+        self._partial_sums = []
         if key.size == 0:
-            return AggregateTable(self._family_name, [], np.zeros((0, len(self._units))), {})
+            self._table = AggregateTable(self._family_name, [],
+                                         np.zeros((0, len(self._units))), {})
+            return self._table
         starts = _group_starts(key)
-        measures = [_plain(column) for column in per_client[:self._n_measures]]
-        usage = measures[1]
-        stacked: Columns = [
-            *per_client,  # the measures, then the per-ping squares
-            np.ones(key.size, dtype=np.int64),  # client_count
-            *(_square(m) for m in measures[1:]),  # client_<measure>_squared
-            *(_product(crashes, usage) for crashes in measures[2:]),  # client_<crash>_usage
-        ]
-        totals = [_plain(_group_sums(column, starts)) for column in stacked]
-        # client_<crash>_max: the largest client's count (int64 or Python integers alike)
-        totals += [np.maximum.reduceat(crashes, starts) for crashes in measures[2:]]
-        groups = _group_sketches(self._partial_client, measures[2:], starts,
-                                 self._family.CRASH_MEASURES)
-        keys = [self._keys[key_id] for key_id in key[starts].tolist()]
+        keys = [all_keys[key_id] for key_id in key[starts].tolist()]
+        del key, all_keys
         order = _row_order(keys, self._family.DIMENSION_NAMES)
-        return AggregateTable(self._family_name, [keys[i] for i in order],
-                              _stat_matrix(totals, self._units)[order],
-                              {name: [column[i] for i in order]
-                               for name, column in groups.items()})
+        keys = [keys[i] for i in order.tolist()]
+        measures = [_plain(column) for column in per_client[:self._n_measures]]
+        crashes = measures[2:]
+        matrix = np.empty((starts.size, len(self._units)), dtype=np.float64)
+        for index, total in enumerate(_totals(per_client, measures, starts)):
+            matrix[:, index] = _stat_column(total[order], self._units[index])
+        del per_client, measures
+        groups = _group_sketches(clients, crashes, starts, self._family.CRASH_MEASURES, order)
+        self._table = AggregateTable(self._family_name, keys, matrix, groups)
+        return self._table
 
 
-class AggregateTable(Sequence[Aggregate]):
-    """A date's aggregates in arrays: keys, a float64 row of stats each, sketch columns. An
-    `Aggregate` is made only when a row is read, as the stores read them, one at a time: as
-    objects (a dict of stats each) a wide day cost ~3 KB an aggregate, here ~8 bytes a stat."""
-
-    def __init__(self, family: str, keys: list[rules.Key], stats: npt.NDArray[np.float64],
-                 sketches: dict[str, list[bytes | None]]) -> None:
-        self._family = families.family(family)
-        self._keys = keys  # in row order
-        self._stats = stats  # one row an aggregate, the family's STATS order
-        self._sketches = sketches  # by sketch name, one entry an aggregate
-
-    def __len__(self) -> int:
-        return len(self._keys)
-
-    @overload
-    def __getitem__(self, index: int) -> Aggregate: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[Aggregate]: ...
-
-    def __getitem__(self, index: int | slice) -> Aggregate | list[Aggregate]:
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
-        activity, dims = self._family.key_to_row(self._keys[index])
-        stats = dict(zip(self._family.STATS, self._stats[index].tolist(), strict=True))
-        return Aggregate(activity, dims, stats,
-                         {name: column[index] for name, column in self._sketches.items()})
-
-    def __iter__(self) -> Iterator[Aggregate]:
-        return (self[index] for index in range(len(self)))
-
-
-def _group_sketches(clients: U64, crashes: Sequence[Ints], starts: I64, crash_names: Sequence[str]
-                    ) -> dict[str, list[bytes | None]]:
+def _group_sketches(clients: U64, crashes: Sequence[Ints], starts: I64, crash_names: Sequence[str],
+                    order: I64 | None = None) -> dict[str, list[bytes | None]]:
     """Per run of `starts` (one aggregate's clients), its sketches, one column a sketch name:
     of its clients with a client id, and per crash measure of those with at least one such
-    crash."""
+    crash; the runs taken in `order` (default: as they come).
+
+    An aggregate of one named client (most of a wide day's) has that client's sketch or None
+    in each column: each such client's sketch is made once, and shared. The columns are
+    gathered from the sketches made, by number, with numpy (a Python loop an aggregate took
+    ~2 µs beyond the sketches)."""
     named = (clients >> np.uint64(63)) == 0  # anonymous pings are in no sketch
     crashed = [np.asarray(column > 0, dtype=bool) & named for column in crashes]
     # only the aggregates with a crash of a kind make that kind's sketch: most have none
     has_crash = [np.add.reduceat(flags.astype(np.int64), starts) > 0 for flags in crashed]
-    ends = [*starts[1:].tolist(), clients.size]
-    out: dict[str, list[bytes | None]] = {name: [] for name in (sketches.CLIENTS, *crash_names)}
-    everyone = out[sketches.CLIENTS]
-    for index, (start, end) in enumerate(zip(starts.tolist(), ends, strict=True)):
+    sizes = np.diff(np.append(starts, clients.size))
+    alone = (sizes == 1) & named[starts]  # one client, with a client id
+    distinct, which = np.unique(clients[starts[alone]], return_inverse=True)
+    made: list[bytes | None] = [sketches.sketch_of(distinct[i:i + 1], distinct_sorted=True)
+                                for i in range(distinct.size)]
+    none = len(made)
+    made.append(None)
+    refs = [np.full(starts.size, none, dtype=np.int64) for _ in range(1 + len(crashes))]
+    refs[0][alone] = which
+    for ref, any_crash in zip(refs[1:], has_crash, strict=True):
+        ref[alone & any_crash] = refs[0][alone & any_crash]
+    del which
+    for index in np.flatnonzero(sizes > 1).tolist():  # the others, as they are
+        start, end = int(starts[index]), int(starts[index]) + int(sizes[index])
         group = clients[start:end]  # ascending, each client once: (key, client) partials
-        everyone.append(sketches.sketch_of(group[named[start:end]], distinct_sorted=True))
-        for name, flags, any_crash in zip(crash_names, crashed, has_crash, strict=True):
-            out[name].append(sketches.sketch_of(group[flags[start:end]], distinct_sorted=True)
-                             if any_crash[index] else None)
-    return out
+        wanted = [True, *(bool(any_crash[index]) for any_crash in has_crash)]
+        for ref, flags, want in zip(refs, [named, *crashed], wanted, strict=True):
+            if want:
+                ref[index] = len(made)
+                made.append(sketches.sketch_of(group[flags[start:end]], distinct_sorted=True))
+    pool = np.empty(len(made), dtype=object)
+    pool[:] = made
+    del made
+    return {name: pool[ref if order is None else ref[order]].tolist()
+            for name, ref in zip((sketches.CLIENTS, *crash_names), refs, strict=True)}
 
 
 def stats_from_totals(totals: Sequence[int], family: str = families.DEFAULT
                       ) -> dict[str, float]:
     """One aggregate's stats from its exact integer totals (in STATS order), each divided
-    once by its unit; Python's int / int is correctly rounded, as `_stat_matrix` is."""
+    once by its unit; Python's int / int is correctly rounded, as `_stat_column` is."""
     units = stat_units(family)
     return dict(zip(families.family(family).STATS,
                     (total / unit for total, unit in zip(totals, units, strict=True)),
                     strict=True))
 
 
-def _stat_matrix(totals: list[Ints], units: Sequence[int]) -> npt.NDArray[np.float64]:
-    """A table of integer totals (one column a stat) as stats, one row an aggregate, each
-    total divided once by its unit, correctly rounded: as doubles for a column whose totals and
-    unit are all exact as doubles (IEEE division is then correctly rounded too), else in
-    Python integers (whose quotient is a double too)."""
-    matrix = np.empty((totals[0].size, len(totals)), dtype=np.float64)
-    for index, (column, unit) in enumerate(zip(totals, units, strict=True)):
-        if column.dtype != object and _largest(column) <= _DOUBLE_EXACT \
-                and unit <= _DOUBLE_EXACT:
-            matrix[:, index] = column.astype(np.float64) / float(unit)
-        else:
-            matrix[:, index] = [total / unit for total in column.tolist()]
-    return matrix
+def _stat_column(totals: Ints, unit: int) -> npt.NDArray[np.float64]:
+    """Integer totals as a stat, each total divided once by its unit, correctly rounded: as
+    doubles when the totals and the unit are all exact as doubles (IEEE division is then
+    correctly rounded too), else in Python integers (whose quotient is a double too)."""
+    if totals.dtype != object and _largest(totals) <= _DOUBLE_EXACT and unit <= _DOUBLE_EXACT:
+        quotient: npt.NDArray[np.float64] = totals.astype(np.float64) / float(unit)
+        return quotient
+    return np.array([total / unit for total in totals.tolist()], dtype=np.float64)
+
+
+def _totals(per_client: Columns, measures: Sequence[Ints], starts: I64) -> Iterator[Ints]:
+    """Each stat's integer totals per run of `starts`, in STATS order, one column at a time
+    (its temporaries gone before the next), from the per-client sums: the measures then the
+    per-ping squares (`per_client`, emptied as it goes; `measures`: its first columns plain)."""
+    usage = measures[1]
+    while per_client:
+        yield _plain(_group_sums(per_client.pop(0), starts))
+    yield np.diff(np.append(starts, usage.size))  # client_count: the clients of each run
+    for measure in measures[1:]:  # client_<measure>_squared
+        yield _plain(_group_sums(_square(measure), starts))
+    for crashes in measures[2:]:  # client_<crash>_usage
+        yield _plain(_group_sums(_product(crashes, usage), starts))
+    for crashes in measures[2:]:  # client_<crash>_max: the largest client's count
+        yield np.maximum.reduceat(crashes, starts)
 
 
 def _largest(values: Ints) -> int:
@@ -621,10 +631,46 @@ def _group_starts(*sorted_columns: npt.NDArray[Any]) -> I64:
     return np.flatnonzero(change)
 
 
-def _row_order(keys: Sequence[rules.Key], names: Sequence[str]) -> list[int]:
+def _row_order(keys: Sequence[rules.Key], names: Sequence[str]) -> I64:
     """The order of the rows of these keys by activity date, then their present dimensions as
-    sorted (name, value) pairs (`stores.base.row_sort_key`), made without the rows: each pair
-    kept once, so the sort holds a tuple of references a key."""
+    sorted (name, value) pairs (`stores.base.row_sort_key`), made without the rows.
+
+    That is the order of one code a dimension, dimensions by name (stable sorts of the codes,
+    least significant first): a present value's rank among the dimension's values; an absent
+    one, before them all when no later dimension is present (the key's pairs end there: a
+    prefix sorts first), after them all when one is (the next pair's name sorts after this
+    one's). A Python sort key a row cost ~200 bytes and ~4 µs an aggregate; values other than
+    strings (dates: integers) take `_row_order_by_key`."""
+    size = len(keys)
+    order = np.arange(size, dtype=np.int64)
+    later_present = np.zeros(size, dtype=bool)  # a dimension after this one is present
+    by_name = sorted(range(len(names)), key=names.__getitem__)
+    for position in [index + 1 for index in reversed(by_name)] + [0]:
+        values = [key[position] for key in keys]
+        distinct = set(values)
+        absent = None in distinct
+        distinct.discard(None)
+        if any(type(value) is not (str if position else int) for value in distinct) or (
+                absent and not position):
+            return _row_order_by_key(keys, names)
+        rank: dict[Any, int] = {value: number for number, value in enumerate(sorted(distinct), 1)}
+        rank[None] = 0
+        codes = np.fromiter(map(rank.__getitem__, values), dtype=np.int64, count=size)
+        del values
+        if absent:
+            present = codes != 0
+            codes[~present & later_present] = len(rank)
+            later_present |= present
+        else:
+            later_present[:] = True
+        if size and codes.min() != codes.max():
+            order = order[np.argsort(codes[order], kind="stable")]
+    return order
+
+
+def _row_order_by_key(keys: Sequence[rules.Key], names: Sequence[str]) -> I64:
+    """`_row_order` by a Python sort key a row: each (name, value) pair kept once, so the sort
+    holds a tuple of references a key."""
     by_name = sorted(range(len(names)), key=names.__getitem__)
     pairs: dict[tuple[str, Any], tuple[str, Any]] = {}
 
@@ -637,4 +683,4 @@ def _row_order(keys: Sequence[rules.Key], names: Sequence[str]) -> list[int]:
                 present.append(pairs.setdefault(pair, pair))
         return key[0], tuple(present)
 
-    return sorted(range(len(keys)), key=lambda i: order(keys[i]))
+    return np.array(sorted(range(len(keys)), key=lambda i: order(keys[i])), dtype=np.int64)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal, Protocol, cast
 
-from . import __version__, families, rules
+from . import __version__, budget, families, rules
 from .aggregation import Aggregate
 from .engines.local import Progress, ScanResult, ScanSpec, scan, scan_jobs
 from .errors import CrashAggregatesError, InputError, StoreError, UsageError
@@ -48,7 +48,7 @@ class FillSettings:
     spark_master: str | None = None
     skip_existing: bool = False
     parallel_dates: int = 1
-    max_aggregates: int = 2_000_000
+    max_aggregates: int = field(default_factory=budget.default_max_aggregates)
     on_corrupt_file: Literal["fail", "skip"] = "fail"
     #: The ping family read (families.FAMILIES): its rules, its tables, its runs.
     family: str = families.DEFAULT
@@ -460,8 +460,10 @@ class _Job:
             for store in self.stores:
                 if not isinstance(store, ParquetStore):
                     # (SQLite and PostgreSQL read the rows once: a stream does; Store's
-                    # signature still says Sequence)
-                    store.replace_date(day, cast(Sequence[Aggregate], rows), run)
+                    # signature still says Sequence; Spark's may load PostgreSQL itself)
+                    load = getattr(rows, "replace_in", None)
+                    if load is None or not load(store, run):
+                        store.replace_date(day, cast(Sequence[Aggregate], rows), run)
         except BaseException:
             for _, partition in staged:
                 partition.abort()

@@ -22,6 +22,7 @@ of ours. A crash measure nobody had stores no sketch (NULL), not an empty one.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -29,14 +30,24 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from . import faults, interrupts
+
 LG_K = 14
 CLIENTS = "clients"
 #: Standard deviations of the bounds DataSketches gives: 2, about a 95% interval.
 _BOUND_STD_DEVS = 2
 
 
+SKETCHES_IMPORT = faults.define("sketches.import", "DataSketches, a pybind11 extension, is "
+                                "about to be imported (a KeyboardInterrupt inside its module "
+                                "init aborted the process)")
+
+
+@functools.cache
 def _lib() -> Any:
-    import datasketches  # lazily: only a fill, `rates` and the views' readers need it
+    with interrupts.held():  # an interrupt comes after the import, not inside it
+        faults.fault_point(SKETCHES_IMPORT)
+        import datasketches  # lazily: only a fill, `rates` and the views' readers need it
 
     return datasketches
 

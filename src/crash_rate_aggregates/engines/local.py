@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from .. import families, faults, rules
+from .. import budget, families, faults, rules
 from ..aggregation import DateAggregator, DateBatch, FrozenBatch, KeyIds
 from ..errors import CrashAggregatesError, InputError
 from ..sources import PingFile, PingStore, iter_lines
@@ -49,7 +49,7 @@ class ScanSpec:
     wanted: frozenset[date]
     sample_below: float | None = None
     dedupe: bool = True
-    max_aggregates: int = 2_000_000
+    max_aggregates: int = field(default_factory=budget.default_max_aggregates)
     skip_corrupt: bool = False  # a file that cannot be read: count it and go on, or fail
     family: str = families.DEFAULT
 

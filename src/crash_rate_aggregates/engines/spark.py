@@ -27,9 +27,11 @@ collecting pings to the driver:
 Then the stores take each date's rows (`SparkRows`) without the driver holding them: Parquet
 has one executor task sort the date's rows and write them, a batch at a time, as the one file
 the local engine writes, into the store's staging folder (the driver then swaps it in as
-before); PostgreSQL and SQLite get them streamed, a range partition of ROWS_PER_CHUNK sorted
-rows at a time (`toLocalIterator`), into the date's one transaction. `scan_spark` collects
-them instead, for tests and small runs.
+before); PostgreSQL has each executor task COPY a range partition of ROWS_PER_CHUNK sorted
+rows into the run's staging table, which the date's one transaction swaps in
+(`SparkRows.replace_in`); SQLite gets them streamed, a partition at a time
+(`toLocalIterator`), into the date's one transaction. `scan_spark` collects them instead,
+for tests and small runs.
 
 Every sum is of integers (the family's measures: legacy usage in seconds, Glean usage in
 nanoseconds), in Python's exact arithmetic,
@@ -65,6 +67,8 @@ SESSION_STARTING = faults.define("spark.session_starting", "the Spark session (a
                                  "be started")
 JOB_STARTING = faults.define("spark.job_starting", "the session is up and the day's Spark job "
                              "is about to run")
+STAGED = faults.define("spark.staged", "the executors COPYed a date's rows into the run's "
+                       "PostgreSQL staging table; the date's transaction not begun")
 DateRows = dict[date, tuple[list[Aggregate], dict[str, int], list[str]]]
 _T = TypeVar("_T")
 _KINDS = (rules.MAIN_PROCESSED, rules.MAIN_IGNORED, rules.CRASH_PROCESSED, rules.CRASH_IGNORED)
@@ -284,6 +288,52 @@ def _write_part(store_url: str, family: str, folder: str, name: str,
     yield count
 
 
+def _copy_part(url: str, secrets: list[str], shown: str, staging: str, columns: list[str],
+               day: str, names: tuple[str, ...], index: int,
+               rows: Iterable[tuple[Any, Aggregate]]) -> Iterator[int]:
+    """One task: its (sorted) rows COPYed into the staging table, as the store's COPY text
+    (`copy_line`) after their place in the date's order (`seq`: the partition, then the row),
+    in one transaction of its own; its row count. A retried or speculative attempt of the task
+    replaces the partition's rows (under a lock of the partition), never adds to them."""
+    import psycopg
+    from pyspark import TaskContext
+
+    from ..redact import scrub
+    from ..stores.postgres import _COPY_BLOCK, APPLICATION_NAME, copy_line
+
+    count = 0
+    try:
+        with psycopg.connect(url, application_name=APPLICATION_NAME, connect_timeout=10
+                             ) as connection, connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s), %s)", (staging, index))
+            task = TaskContext.get()
+            if task is None or task.attemptNumber():  # (a first attempt finds none)
+                cursor.execute(f"DELETE FROM {staging} WHERE seq >> 32 = %s", (index,))
+            with cursor.copy(f"COPY {staging} ({', '.join(columns)}) FROM STDIN") as copy:
+                block: list[bytes] = []
+                size = 0
+                for _, row in rows:
+                    line = b"%d\t%b" % ((index << 32) | count, copy_line(day, row, names))
+                    block.append(line)
+                    size += len(line)
+                    count += 1
+                    if size >= _COPY_BLOCK:
+                        copy.write(b"".join(block))
+                        block, size = [], 0
+                if block:
+                    copy.write(b"".join(block))
+    except psycopg.Error as exc:  # one line, to the driver, without the password
+        message = scrub(" ".join(str(exc).split()) or type(exc).__name__, secrets)
+        raise StoreError(f"PostgreSQL at {shown}: cannot load {day} into {staging}: "
+                         f"{message}") from None
+    yield count
+
+
+#: How a date's rows reach PostgreSQL: "staging", each executor task COPYs its partition
+#: into a staging table that one transaction swaps in (`SparkRows.replace_in`); "stream",
+#: through the driver a partition at a time (`SparkRows.__iter__`), as SQLite gets them.
+POSTGRES_LOAD = "staging"
+
 #: The most rows of a date that reach the driver at once when they are streamed to a
 #: database (`SparkRows.__iter__`): a partition of that many, give or take Spark's sampling
 #: (at most a few hundred bytes to a few KB each).
@@ -308,6 +358,38 @@ class SparkRows:
         return (self._made.filter(partial(_row_of, self.day.toordinal()))
                 .map(lambda item: (row_sort_key(item[1]), item[1])))
 
+    def _sorted(self) -> Any:
+        """The pairs in range partitions of about ROWS_PER_CHUNK in key order, each sorted."""
+        return self._rows().sortByKey(True, -(-self.count // ROWS_PER_CHUNK))
+
+    def replace_in(self, store: Any, run: Any) -> bool:
+        """PostgreSQL's `replace_date`, the rows never on the driver (POSTGRES_LOAD
+        "staging"): the executor tasks COPY them into the run's staging table, then one
+        transaction swaps them in (`PostgresStore.replace_date_staged`); a failed or killed
+        load leaves the old rows, and a killed one a staging table that the next run drops.
+        False (nothing done) for another store, or with POSTGRES_LOAD "stream"."""
+        from ..stores.postgres import PostgresStore
+
+        if POSTGRES_LOAD != "staging" or not isinstance(store, PostgresStore):
+            return False
+        staging, columns = store.open_staging(run.run_id)
+        try:
+            if self.count:
+                from ..redact import url_secrets
+
+                url = store.staging_url()
+                load = self._sorted().mapPartitionsWithIndex(partial(
+                    _copy_part, url, [*url_secrets(url), *filter(None, [
+                        os.environ.get("PGPASSWORD")])], store.url, staging, columns,
+                    self.day.isoformat(), sketches.names(
+                        families.family(store.family).CRASH_MEASURES)))
+                _mapped_errors(load.collect)
+            faults.fault_point(STAGED)
+            store.replace_date_staged(self.day, staging, self.count, run)
+        finally:
+            store.close_staging(staging)
+        return True
+
     def __iter__(self) -> Iterator[Aggregate]:
         """Sorts the rows on the executors now, then streams them: a store that takes the
         iterator before its transaction (SQLite's write lock, PostgreSQL's date lock) holds
@@ -316,9 +398,8 @@ class SparkRows:
             return iter(())
         from pyspark import StorageLevel
 
-        chunks = -(-self.count // ROWS_PER_CHUNK)
         # range partitions in key order, each sorted: toLocalIterator fetches them one by one
-        ordered = self._rows().sortByKey(True, chunks).persist(StorageLevel.MEMORY_AND_DISK)
+        ordered = self._sorted().persist(StorageLevel.MEMORY_AND_DISK)
         try:
             _mapped_errors(ordered.count)
         except BaseException:

@@ -14,7 +14,7 @@ from datetime import date, datetime
 from typing import Any, Protocol
 
 from .. import families, rules
-from ..aggregation import Aggregate
+from ..aggregate_table import Aggregate
 from ..errors import UsageError
 from .queries import Distincts, Grouped, StatsQuery
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import json
 import os
 import posixpath
@@ -46,8 +47,10 @@ from datetime import UTC, date, datetime
 from itertools import islice
 from typing import Any, Protocol
 
+import numpy as np
+
 from .. import families, faults
-from ..aggregation import Aggregate
+from ..aggregate_table import Aggregate, AggregateTable
 from ..errors import StoreError
 from ..sources import filesystem
 from .base import RunRecord, redact, row_sort_key
@@ -116,8 +119,11 @@ def _pyarrow() -> Any:
 def to_table(rows: Sequence[Aggregate], family: str = families.DEFAULT) -> Any:
     """The rows as an Arrow table: activity date, dimensions and stats as maps, then one
     binary column per distinct-client sketch (null for none), which Spark's `hll_union_agg`
-    and `hll_sketch_estimate` read as they are."""
+    and `hll_sketch_estimate` read as they are. An `AggregateTable`'s made from its columns
+    (`table_batch`)."""
     pa = _pyarrow()
+    if isinstance(rows, AggregateTable):
+        return table_batch(rows, 0, len(rows))
     columns = {
         "activity_date": pa.array([r.activity_date for r in rows], pa.string()),
         "dimensions": pa.array([list(r.dimensions.items()) for r in rows],
@@ -130,6 +136,42 @@ def to_table(rows: Sequence[Aggregate], family: str = families.DEFAULT) -> Any:
     return pa.table(columns)
 
 
+def table_batch(table: AggregateTable, start: int, stop: int) -> Any:
+    """Rows [start, stop) of an AggregateTable as the Arrow table `to_table` makes of their
+    Aggregates (same schema, same values, maps in the same order), built from its arrays: the
+    stats map's values are the stats matrix's rows, its keys the family's STATS names."""
+    pa = _pyarrow()
+    family = families.family(table.family)
+    stat_names, dimension_names = _names(table.family)
+    stats = np.ascontiguousarray(table.stats[start:stop], dtype=np.float64)
+    rows, width = stats.shape
+    assert width == len(family.STATS)
+    offsets, names, values = table.dimension_items(start, stop)
+    columns = {
+        "activity_date": pa.array(table.activity_dates(start, stop), pa.string()),
+        "dimensions": pa.MapArray.from_arrays(
+            pa.array(offsets, pa.int32()), dimension_names.take(pa.array(names)),
+            pa.array(values, pa.string()), type=pa.map_(pa.string(), pa.string())),
+        "stats": pa.MapArray.from_arrays(
+            pa.array(np.arange(0, (rows + 1) * width, width, dtype=np.int32), pa.int32()),
+            stat_names.take(pa.array(np.tile(np.arange(width), rows))),
+            pa.array(stats.reshape(-1), pa.float64()),
+            type=pa.map_(pa.string(), pa.float64())),
+    }
+    for name, column in zip(sketch_names(table.family), sketch_columns(table.family),
+                            strict=True):
+        columns[column] = pa.array(table.sketch_column(name, start, stop), pa.binary())
+    return pa.table(columns)
+
+
+@functools.cache
+def _names(family: str) -> tuple[Any, Any]:
+    """A family's STATS and DIMENSION_NAMES as Arrow string arrays."""
+    pa = _pyarrow()
+    module = families.family(family)
+    return (pa.array(module.STATS, pa.string()), pa.array(module.DIMENSION_NAMES, pa.string()))
+
+
 #: Rows an Arrow batch holds when a file is written a batch at a time (`write_rows`).
 BATCH_ROWS = 50_000
 
@@ -137,16 +179,22 @@ BATCH_ROWS = 50_000
 def write_rows(fs: Any, path: str, rows: Iterable[Aggregate], family: str = families.DEFAULT
                ) -> int:
     """`rows` as one Parquet file at `path` of `fs`, a batch at a time (the Spark engine's
-    executors write a date of any size so); the schema and compression of `to_table`'s file.
-    The number of rows written."""
+    executors write a date of any size so; an `AggregateTable` from its arrays, `table_batch`);
+    the schema and compression of `to_table`'s file. The number of rows written."""
     pq = _pyarrow().parquet
     schema = to_table([], family).schema
     written = 0
     with fs.open(path, "wb") as out, pq.ParquetWriter(out, schema, compression="zstd") as file:
+        if isinstance(rows, AggregateTable):  # from its arrays, a batch at a time
+            for start in range(0, len(rows), BATCH_ROWS):
+                batch = table_batch(rows, start, min(start + BATCH_ROWS, len(rows)))
+                file.write_table(batch)
+                written += batch.num_rows
+            return written
         source = iter(rows)
-        while batch := list(islice(source, BATCH_ROWS)):
-            file.write_table(to_table(batch, family))
-            written += len(batch)
+        while chunk := list(islice(source, BATCH_ROWS)):
+            file.write_table(to_table(chunk, family))
+            written += len(chunk)
     return written
 
 
@@ -250,13 +298,17 @@ class ParquetStore:
 
     def _write_file(self, folder: str, name: str,
                     rows: Sequence[Aggregate] | PartitionRows) -> None:
-        pq = _pyarrow().parquet
         self.fs.makedirs(folder, exist_ok=True)
         if not isinstance(rows, Sequence):
             rows.write_parquet(self.url, self.family, folder, name)
             return
+        if isinstance(rows, AggregateTable):
+            # a batch at a time: a whole day's Arrow table repeats every stat's name a row
+            write_rows(self.fs, f"{folder}/{name}", rows, self.family)
+            return
         with self.fs.open(f"{folder}/{name}", "wb") as out:
-            pq.write_table(to_table(rows, self.family), out, compression="zstd")
+            _pyarrow().parquet.write_table(to_table(rows, self.family), out,
+                                           compression="zstd")
 
     def _write_marker(self, folder: str, marker: dict[str, Any]) -> None:
         with self.fs.open(f"{folder}/{MARKER}", "wb") as out:

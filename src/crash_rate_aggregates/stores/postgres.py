@@ -25,7 +25,7 @@ from urllib.parse import unquote, urlsplit
 import orjson
 
 from .. import families, faults, rules
-from ..aggregation import Aggregate
+from ..aggregation import Aggregate, AggregateTable
 from ..errors import StoreError
 from ..redact import encode_userinfo, scrub, url_secrets
 from . import crash_free
@@ -211,11 +211,13 @@ def copy_line(day: str, row: Aggregate, names: Sequence[str] = ()) -> bytes:
 
 def copy_blocks(day: str, rows: Iterable[Aggregate], names: Sequence[str] = ()
                 ) -> Iterator[bytes]:
-    """The rows as COPY text, in blocks of about a megabyte."""
+    """The rows as COPY text, in blocks of about a megabyte; an `AggregateTable`'s made from
+    its columns (`table_copy_lines`), the same bytes."""
+    lines = (table_copy_lines(day, rows, names) if isinstance(rows, AggregateTable)
+             else (copy_line(day, row, names) for row in rows))
     block: list[bytes] = []
     size = 0
-    for row in rows:
-        line = copy_line(day, row, names)
+    for line in lines:
         block.append(line)
         size += len(line)
         if size >= _COPY_BLOCK:
@@ -223,6 +225,28 @@ def copy_blocks(day: str, rows: Iterable[Aggregate], names: Sequence[str] = ()
             block, size = [], 0
     if block:
         yield b"".join(block)
+
+
+#: Rows whose COPY lines are made at a time from a table (`table_copy_lines`).
+_CHUNK_ROWS = 10_000
+
+
+def table_copy_lines(day: str, table: AggregateTable, names: Sequence[str] = ()
+                     ) -> Iterator[bytes]:
+    """`copy_line` of each row of the table, made from its columns a chunk of rows at a
+    time (no Aggregate, no dict a row)."""
+    head = day.encode() + b"\t"
+    for start in range(0, len(table), _CHUNK_ROWS):
+        stop = min(start + _CHUNK_ROWS, len(table))
+        fields = [
+            [head + text.encode() for text in table.activity_dates(start, stop)],
+            [text.replace(b"\\", b"\\\\") for text in table.dimensions_json(start, stop)],
+            table.stats_json(start, stop),
+            *([b"\\N" if blob is None else b"\\\\x" + blob.hex().encode()
+               for blob in table.sketch_column(name, start, stop)] for name in names),
+        ]
+        lines = map(b"\t".join, zip(*fields, strict=True))
+        yield from (line + b"\n" for line in lines)
 
 
 def _noting_activity(rows: Iterable[Aggregate], seen: set[str]) -> Iterator[Aggregate]:
@@ -359,7 +383,8 @@ class PostgresStore(_Server):
         # `rows` is read once, as it is sent (the Spark engine streams them to the driver)
         day = submission_date.isoformat()
         faults.fault_point(BEFORE_REPLACE)
-        rows = iter(rows)  # (a stream's own work, before the date's lock is taken)
+        if not isinstance(rows, AggregateTable):
+            rows = iter(rows)  # (a stream's own work, before the date's lock is taken)
         rows_table = self.tables.rows
         with self._transaction(f"replace {day}") as cursor:
             self._lock_date(cursor, submission_date)
@@ -370,10 +395,13 @@ class PostgresStore(_Server):
                                  *sketch_columns(self.family)))
             # the crash-free users of every activity date these rows (old and new) touch
             activity_dates: set[str] = set()
+            if isinstance(rows, AggregateTable):  # written from its columns
+                activity_dates = rows.distinct_activity_dates()
+            else:
+                rows = _noting_activity(rows, activity_dates)
             with cursor.copy(f"COPY {rows_table} ({columns}) FROM STDIN") as copy:
                 for number, block in enumerate(copy_blocks(
-                        day, _noting_activity(rows, activity_dates),
-                        sketch_names(self.family))):
+                        day, rows, sketch_names(self.family))):
                     copy.write(block)
                     if number == 0:
                         faults.fault_point(DURING_COPY)
@@ -454,6 +482,91 @@ class PostgresStore(_Server):
         with self._transaction("read dimension values") as cursor:
             cursor.execute(sql, params)
             return [str(row[0]) for row in cursor.fetchall()]
+
+    # A date's rows loaded by others (the Spark engine's executor tasks) into a staging table
+    # of this store's rows table, then swapped in by `replace_date_staged` in one transaction.
+    STAGING_INFIX = "_staging_"
+    #: The namespace of the staging tables' session locks (item: hashtext of the name).
+    _STAGING_LOCK_NAMESPACE = _LOCK_NAMESPACE + 0x100
+
+    def staging_table(self, run_id: str) -> str:
+        """The run's staging table: `<rows table>_staging_<run id>` (one at a time a run)."""
+        return f"{self.tables.rows}{self.STAGING_INFIX}{re.sub('[^a-z0-9]', '_', run_id.lower())}"
+
+    def staging_url(self) -> str:
+        """The URL the loaders connect with (it carries the password: never show it)."""
+        return self._conninfo
+
+    def open_staging(self, run_id: str) -> tuple[str, list[str]]:
+        """Drop the staging tables of runs that are gone (a failed or killed run's: nobody
+        holds their lock), then create this run's, empty and unlogged, and hold its lock
+        until `close_staging` (a run under way keeps its table from the others' cleanup).
+        Returns the table and its COPY columns: `seq` (the row's place in the date's order),
+        then the rows table's."""
+        staging = self.staging_table(run_id)
+        with self._transaction("clean the staging tables") as cursor:
+            cursor.execute("SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
+                           "AND tablename LIKE %s ORDER BY tablename",
+                           (self.tables.rows.replace("_", r"\_") + r"\_staging\_%",))
+            for (table,) in cursor.fetchall():
+                cursor.execute("SELECT pg_try_advisory_xact_lock(%s, hashtext(%s))",
+                               (self._STAGING_LOCK_NAMESPACE, table))
+                if cursor.fetchone()[0]:
+                    cursor.execute(f'DROP TABLE IF EXISTS "{table}"')
+        try:
+            with self._transaction("create a staging table") as cursor:
+                # the session's lock first: no moment when the table exists unlocked
+                cursor.execute("SELECT pg_advisory_lock(%s, hashtext(%s))",
+                               (self._STAGING_LOCK_NAMESPACE, staging))
+                cursor.execute(f"DROP TABLE IF EXISTS {staging}")
+                cursor.execute(f"CREATE UNLOGGED TABLE {staging} "
+                               f"(seq bigint NOT NULL, LIKE {self.tables.rows})")
+        except BaseException:
+            self.close_staging(staging)
+            raise
+        return staging, ["seq", *self._row_columns()]
+
+    def _row_columns(self) -> list[str]:
+        return ["submission_date", "activity_date", "dimensions", "stats",
+                *sketch_columns(self.family)]
+
+    def replace_date_staged(self, submission_date: date, staging: str, expected: int,
+                            run: RunRecord) -> None:
+        """`replace_date` with the rows of `staging` (in `seq` order, the order `replace_date`
+        COPYs them in): under the date's lock, in one transaction, delete the date's rows,
+        insert the staged ones (exactly `expected` of them, else nothing changes), refresh the
+        crash-free users, record the run, drop the staging table."""
+        day = submission_date.isoformat()
+        faults.fault_point(BEFORE_REPLACE)
+        rows_table = self.tables.rows
+        columns = ", ".join(self._row_columns())
+        with self._transaction(f"replace {day}") as cursor:
+            self._lock_date(cursor, submission_date)
+            touched = crash_free.activity_dates(cursor, self.tables, submission_date)
+            cursor.execute(f"DELETE FROM {rows_table} WHERE submission_date = %s",
+                           (submission_date,))
+            cursor.execute(f"INSERT INTO {rows_table} ({columns}) "
+                           f"SELECT {columns} FROM {staging} ORDER BY seq")
+            if cursor.rowcount != expected:
+                raise StoreError(f"PostgreSQL at {self.url}: cannot replace {day}: the staging "
+                                 f"table holds {cursor.rowcount} rows, not {expected}")
+            cursor.execute(f"SELECT DISTINCT activity_date FROM {staging}")
+            touched.update(found for (found,) in cursor.fetchall())
+            crash_free.refresh(cursor, self.tables, touched)
+            self._insert_run(cursor, run)
+            cursor.execute(f"DROP TABLE {staging}")
+            faults.fault_point(BEFORE_COMMIT)
+
+    def close_staging(self, staging: str) -> None:
+        """Drop the staging table (if the swap did not) and release its lock; best effort:
+        a table left by a lost connection is the next run's to drop."""
+        try:
+            with self._transaction("drop a staging table") as cursor:
+                cursor.execute(f"DROP TABLE IF EXISTS {staging}")
+                cursor.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))",
+                               (self._STAGING_LOCK_NAMESPACE, staging))
+        except StoreError:
+            pass
 
 
 def families_in(url: str) -> list[str]:

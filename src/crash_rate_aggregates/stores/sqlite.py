@@ -7,9 +7,10 @@ every ping family's tables (queries.Tables); a store object reads and writes one
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 import orjson
 
 from .. import faults, rules
-from ..aggregation import Aggregate
+from ..aggregate_table import Aggregate, AggregateTable
 from ..errors import StoreError
 from .base import RUN_COLUMNS, RunRecord, no_store, row_sort_key
 from .queries import (
@@ -123,6 +124,23 @@ def _view_sql(name: str, body: str) -> str:
 def _plain(params: list[object]) -> list[object]:
     """Dates as the text the table holds (sqlite3's date adapter is deprecated)."""
     return [p.isoformat() if isinstance(p, date) else p for p in params]
+
+
+#: Rows whose records are made at a time when a table is written (`_table_records`).
+_CHUNK_ROWS = 10_000
+
+
+def _table_records(day: str, table: AggregateTable, names: Sequence[str]
+                   ) -> Iterator[tuple[Any, ...]]:
+    """The records of a table's rows, made from its columns a chunk of rows at a time: the
+    same values the Aggregate path makes (the JSON texts byte for byte)."""
+    for start in range(0, len(table), _CHUNK_ROWS):
+        stop = min(start + _CHUNK_ROWS, len(table))
+        yield from zip(
+            itertools.repeat(day, stop - start), table.activity_dates(start, stop),
+            [text.decode() for text in table.dimensions_json(start, stop)],
+            [text.decode() for text in table.stats_json(start, stop)],
+            *(table.sketch_column(name, start, stop) for name in names), strict=True)
 
 
 def sqlite_path(url: str) -> Path:
@@ -266,12 +284,17 @@ class SqliteStore:
         # the generator takes its iterator here, before the write lock (a stream's own work)
         day = submission_date.isoformat()
         names = self._sketch_names
-        records = (
-            (day, row.activity_date, orjson.dumps(row.dimensions, option=_JSON_OPTIONS).decode(),
-             orjson.dumps(row.stats, option=_JSON_OPTIONS).decode(),
-             *(row.sketches.get(name) for name in names))
-            for row in rows
-        )
+        records: Iterable[tuple[Any, ...]]
+        if isinstance(rows, AggregateTable):  # from its arrays: no Aggregate a row
+            records = _table_records(day, rows, names)
+        else:
+            records = (
+                (day, row.activity_date,
+                 orjson.dumps(row.dimensions, option=_JSON_OPTIONS).decode(),
+                 orjson.dumps(row.stats, option=_JSON_OPTIONS).decode(),
+                 *(row.sketches.get(name) for name in names))
+                for row in rows
+            )
         rows_table = self.tables.rows
         columns = ("submission_date", "activity_date", "dimensions", "stats",
                    *sketch_columns(self.family))

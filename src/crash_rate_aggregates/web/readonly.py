@@ -43,7 +43,7 @@ from urllib.parse import quote
 import orjson
 
 from .. import families
-from ..aggregation import Aggregate
+from ..aggregate_table import Aggregate
 from ..errors import StoreError, UsageError
 from ..redact import encode_userinfo, scrub, url_secrets
 from ..stores.base import RUN_COLUMNS, ReadableStore, RunRecord, redact, row_sort_key
