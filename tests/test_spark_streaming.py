@@ -12,7 +12,7 @@ import sys
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -164,14 +164,12 @@ def staging_tables(pg_url: str) -> list[str]:
 @pytest.mark.parametrize("load", ["stream", "staging"])
 def test_postgres_gets_the_rows_without_the_driver_holding_them(
         small_results: Any, small_chunks: None, big_day: tuple[Path, Path], pg_url: str,
-        load: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        load: Literal["stream", "staging"]) -> None:
     # streamed through the driver a partition at a time, or COPYed by the executor tasks
     # (11 partitions of ~500 rows) into a staging table swapped in: the local rows either way
-    from crash_rate_aggregates.engines import spark
-
-    monkeypatch.setattr(spark, "POSTGRES_LOAD", load)
     pings, local = big_day
-    report = fill(FillSettings(str(pings), DAY, DAY, pg_url, engine="spark"))
+    report = fill(FillSettings(str(pings), DAY, DAY, pg_url, engine="spark",
+                               spark_postgres_load=load))
     assert not report.failed, report
     db = open_store(pg_url)
     try:

@@ -251,6 +251,11 @@ def cli() -> None:
               "are caught). Default: 300,000 per GB of this machine's memory or cgroup limit "
               "(60% of it at ~2 KB an aggregate), shared by the dates read at once: ~7.5 "
               "million on 24 GB, ~1.2 million on 4 GB. --engine spark has no such limit.")
+@click.option("--spark-postgres-load", type=click.Choice(["staging", "stream"]), default=None,
+              help="--engine spark into PostgreSQL: the executors COPY the rows into a "
+              "staging table swapped in by one transaction (staging, the default), or the "
+              "rows pass through the driver a partition at a time (stream: for executors "
+              "without a route to the database).")
 @click.option("--family", default=None, metavar="legacy|glean",
               help="Ping family: legacy (crash and main pings, table crash_aggregates) or "
               "glean (Glean crash and baseline pings, table glean_crash_aggregates); default "
@@ -261,7 +266,7 @@ def fill(input_url: str | None, first: date | None, last: date | None, db_url: s
          no_dedupe: bool, sample_fraction: float, layout: str, engine: str,
          spark_master: str | None, skip_existing: bool, parallel_dates: int | None,
          log_format: str | None, on_corrupt_file: str, max_aggregates: int | None,
-         family: str | None) -> None:
+         spark_postgres_load: str | None, family: str | None) -> None:
     """Aggregate the pings of each submission date and replace its rows.
 
     Each date is written in one transaction, or not at all; the date's summary line lists its
@@ -297,6 +302,7 @@ def fill(input_url: str | None, first: date | None, last: date | None, db_url: s
             on_corrupt_file=on_corrupt_file,  # type: ignore[arg-type]
             max_aggregates=max_aggregates or default_max_aggregates(
                 given.parallel_dates if engine == "local" else 1),
+            spark_postgres_load=spark_postgres_load,  # type: ignore[arg-type]
             family=given.family or "legacy",
         )
         reporter = written.wrap(

@@ -49,6 +49,9 @@ class FillSettings:
     skip_existing: bool = False
     parallel_dates: int = 1
     max_aggregates: int = field(default_factory=budget.default_max_aggregates)
+    #: Spark into PostgreSQL: "staging" (executors COPY into a staging table) or "stream"
+    #: (through the driver, for executors without a route to the database); None: staging.
+    spark_postgres_load: Literal["staging", "stream"] | None = None
     on_corrupt_file: Literal["fail", "skip"] = "fail"
     #: The ping family read (families.FAMILIES): its rules, its tables, its runs.
     family: str = families.DEFAULT
@@ -462,7 +465,7 @@ class _Job:
                     # (SQLite and PostgreSQL read the rows once: a stream does; Store's
                     # signature still says Sequence; Spark's may load PostgreSQL itself)
                     load = getattr(rows, "replace_in", None)
-                    if load is None or not load(store, run):
+                    if load is None or not load(store, run, self.settings.spark_postgres_load):
                         store.replace_date(day, cast(Sequence[Aggregate], rows), run)
         except BaseException:
             for _, partition in staged:

@@ -329,7 +329,8 @@ def _copy_part(url: str, secrets: list[str], shown: str, staging: str, columns: 
     yield count
 
 
-#: How a date's rows reach PostgreSQL: "staging", each executor task COPYs its partition
+#: How a date's rows reach PostgreSQL unless `fill --spark-postgres-load` says (its default):
+#: "staging", each executor task COPYs its partition
 #: into a staging table that one transaction swaps in (`SparkRows.replace_in`); "stream",
 #: through the driver a partition at a time (`SparkRows.__iter__`), as SQLite gets them.
 POSTGRES_LOAD = "staging"
@@ -362,15 +363,16 @@ class SparkRows:
         """The pairs in range partitions of about ROWS_PER_CHUNK in key order, each sorted."""
         return self._rows().sortByKey(True, -(-self.count // ROWS_PER_CHUNK))
 
-    def replace_in(self, store: Any, run: Any) -> bool:
+    def replace_in(self, store: Any, run: Any, load: str | None = None) -> bool:
         """PostgreSQL's `replace_date`, the rows never on the driver (POSTGRES_LOAD
         "staging"): the executor tasks COPY them into the run's staging table, then one
         transaction swaps them in (`PostgresStore.replace_date_staged`); a failed or killed
         load leaves the old rows, and a killed one a staging table that the next run drops.
-        False (nothing done) for another store, or with POSTGRES_LOAD "stream"."""
+        False (nothing done) for another store, or when `load` (else POSTGRES_LOAD) is
+        "stream"."""
         from ..stores.postgres import PostgresStore
 
-        if POSTGRES_LOAD != "staging" or not isinstance(store, PostgresStore):
+        if (load or POSTGRES_LOAD) != "staging" or not isinstance(store, PostgresStore):
             return False
         staging, columns = store.open_staging(run.run_id)
         try:
@@ -378,12 +380,12 @@ class SparkRows:
                 from ..redact import url_secrets
 
                 url = store.staging_url()
-                load = self._sorted().mapPartitionsWithIndex(partial(
+                copies = self._sorted().mapPartitionsWithIndex(partial(
                     _copy_part, url, [*url_secrets(url), *filter(None, [
                         os.environ.get("PGPASSWORD")])], store.url, staging, columns,
                     self.day.isoformat(), sketches.names(
                         families.family(store.family).CRASH_MEASURES)))
-                _mapped_errors(load.collect)
+                _mapped_errors(copies.collect)
             faults.fault_point(STAGED)
             store.replace_date_staged(self.day, staging, self.count, run)
         finally:
