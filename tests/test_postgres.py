@@ -280,3 +280,21 @@ def test_password_in_url_is_redacted() -> None:
     assert postgres.redact(f"postgresql://h/db?password={SECRET}&x=1") == \
         "postgresql://h/db?password=***&x=1"
     assert os.environ.get("PGPASSWORD") != SECRET
+
+
+
+def test_the_executors_get_the_drivers_pgpassword_when_the_url_has_none() -> None:
+    # Spark's executors on a cluster do not inherit the driver's environment: the staging
+    # load's conninfo carries PGPASSWORD; a password in the URL stays the one used
+    from psycopg.conninfo import conninfo_to_dict
+
+    from crash_rate_aggregates.stores.postgres import loader_conninfo
+
+    url = "postgresql://crash@db.example:5432/stats"
+    assert loader_conninfo(url, None) == url
+    assert loader_conninfo(url, "") == url
+    given = conninfo_to_dict(loader_conninfo(url, "s3cr'et \\x"))
+    assert given == {"user": "crash", "host": "db.example", "port": "5432", "dbname": "stats",
+                     "password": "s3cr'et \\x"}
+    own = "postgresql://crash:inurl@db.example/stats"
+    assert loader_conninfo(own, "s3cr'et") == own

@@ -188,6 +188,15 @@ def test_postgres_gets_the_rows_without_the_driver_holding_them(
     assert stored == [(row.activity_date, row.dimensions) for _, row in expected]
 
 
+def small_day_stored(tmp_path: Path, pg_url: str) -> tuple[Any, list[Any]]:
+    """A small day filled by Spark into PostgreSQL: the store, open, and its rows."""
+    small = tmp_path / "small"
+    generate_store(small, DAY, DAY, 300, seed=5, heavy=False)
+    assert not fill(FillSettings(str(small), DAY, DAY, pg_url, engine="spark")).failed
+    db = open_store(pg_url)
+    return db, db.read_rows()
+
+
 def test_a_failed_staging_load_keeps_the_old_rows(small_results: Any, small_chunks: None,
                                                   big_day: tuple[Path, Path], pg_url: str,
                                                   tmp_path: Path,
@@ -198,11 +207,7 @@ def test_a_failed_staging_load_keeps_the_old_rows(small_results: Any, small_chun
     from crash_rate_aggregates.errors import StoreError
 
     monkeypatch.setattr(spark, "POSTGRES_LOAD", "staging")
-    small = tmp_path / "small"
-    generate_store(small, DAY, DAY, 300, seed=5, heavy=False)
-    assert not fill(FillSettings(str(small), DAY, DAY, pg_url, engine="spark")).failed
-    db = open_store(pg_url)
-    before = db.read_rows()
+    db, before = small_day_stored(tmp_path, pg_url)
     assert 0 < len(before) < 500
     real = spark._copy_part
 
@@ -235,11 +240,7 @@ def test_staged_rows_are_invisible_until_the_swap(small_results: Any, small_chun
     from crash_rate_aggregates.engines import spark
 
     monkeypatch.setattr(spark, "POSTGRES_LOAD", "staging")
-    small = tmp_path / "small"
-    generate_store(small, DAY, DAY, 300, seed=5, heavy=False)
-    assert not fill(FillSettings(str(small), DAY, DAY, pg_url, engine="spark")).failed
-    db = open_store(pg_url)
-    before = db.read_rows()
+    db, before = small_day_stored(tmp_path, pg_url)
     seen: list[tuple[int, int]] = []
     real = faults.fault_point
 

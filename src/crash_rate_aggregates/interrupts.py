@@ -30,9 +30,9 @@ def held() -> Iterator[None]:
         yield
     finally:
         _State.depth -= 1
-    if _State.depth == 0 and _State.pending:
-        _State.pending = False
-        raise KeyboardInterrupt
+        if _State.depth == 0 and _State.pending:  # also when the section raised: the
+            _State.pending = False  # interrupt is what the user asked for, never lost
+            raise KeyboardInterrupt
 
 
 def hold() -> bool:

@@ -296,7 +296,6 @@ def _copy_part(url: str, secrets: list[str], shown: str, staging: str, columns: 
     in one transaction of its own; its row count. A retried or speculative attempt of the task
     replaces the partition's rows (under a lock of the partition), never adds to them."""
     import psycopg
-    from pyspark import TaskContext
 
     from ..redact import scrub
     from ..stores.postgres import _COPY_BLOCK, APPLICATION_NAME, copy_line
@@ -306,9 +305,9 @@ def _copy_part(url: str, secrets: list[str], shown: str, staging: str, columns: 
         with psycopg.connect(url, application_name=APPLICATION_NAME, connect_timeout=10
                              ) as connection, connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s), %s)", (staging, index))
-            task = TaskContext.get()
-            if task is None or task.attemptNumber():  # (a first attempt finds none)
-                cursor.execute(f"DELETE FROM {staging} WHERE seq >> 32 = %s", (index,))
+            # every attempt: a speculative one, or a stage's retry (its attempts count from
+            # 0 again), may come after another attempt of this partition committed
+            cursor.execute(f"DELETE FROM {staging} WHERE seq >> 32 = %s", (index,))
             with cursor.copy(f"COPY {staging} ({', '.join(columns)}) FROM STDIN") as copy:
                 block: list[bytes] = []
                 size = 0

@@ -25,7 +25,7 @@ from urllib.parse import unquote, urlsplit
 import orjson
 
 from .. import families, faults, rules
-from ..aggregation import Aggregate, AggregateTable
+from ..aggregate_table import Aggregate, AggregateTable
 from ..errors import StoreError
 from ..redact import encode_userinfo, scrub, url_secrets
 from . import crash_free
@@ -194,6 +194,16 @@ def _password(url: str) -> str | None:
         return unquote(found)
     match = re.search(r"(?i)password=([^&\s]*)", url)
     return unquote(match[1]) if match and match[1] else None
+
+
+def loader_conninfo(conninfo: str, pgpassword: str | None) -> str:
+    """`conninfo` for a process without this one's environment: with `pgpassword` (the
+    driver's PGPASSWORD) as its password when it has none of its own."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    if not pgpassword or conninfo_to_dict(conninfo).get("password"):
+        return conninfo
+    return make_conninfo(conninfo, password=pgpassword)
 
 
 def copy_line(day: str, row: Aggregate, names: Sequence[str] = ()) -> bytes:
@@ -494,8 +504,11 @@ class PostgresStore(_Server):
         return f"{self.tables.rows}{self.STAGING_INFIX}{re.sub('[^a-z0-9]', '_', run_id.lower())}"
 
     def staging_url(self) -> str:
-        """The URL the loaders connect with (it carries the password: never show it)."""
-        return self._conninfo
+        """What the executors' loaders connect with: the store's URL, plus the driver's
+        PGPASSWORD when the URL has none (a cluster's executors do not share the driver's
+        environment; nor its ~/.pgpass, docs/spark.md). It carries the password: never show
+        it."""
+        return loader_conninfo(self._conninfo, os.environ.get("PGPASSWORD"))
 
     def open_staging(self, run_id: str) -> tuple[str, list[str]]:
         """Drop the staging tables of runs that are gone (a failed or killed run's: nobody
@@ -559,9 +572,11 @@ class PostgresStore(_Server):
 
     def close_staging(self, staging: str) -> None:
         """Drop the staging table (if the swap did not) and release its lock; best effort:
-        a table left by a lost connection is the next run's to drop."""
+        a table left by a lost connection is the next run's to drop. An interrupted load's
+        tasks may still hold the table: the drop waits 10 s at most, then leaves it too."""
         try:
             with self._transaction("drop a staging table") as cursor:
+                cursor.execute("SET LOCAL lock_timeout = '10s'")
                 cursor.execute(f"DROP TABLE IF EXISTS {staging}")
                 cursor.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))",
                                (self._STAGING_LOCK_NAMESPACE, staging))
