@@ -401,8 +401,7 @@ class PostgresStore(_Server):
             touched = crash_free.activity_dates(cursor, self.tables, submission_date)
             cursor.execute(f"DELETE FROM {rows_table} WHERE submission_date = %s",
                            (submission_date,))
-            columns = ", ".join(("submission_date", "activity_date", "dimensions", "stats",
-                                 *sketch_columns(self.family)))
+            columns = ", ".join(self._row_columns())
             # the crash-free users of every activity date these rows (old and new) touch
             activity_dates: set[str] = set()
             if isinstance(rows, AggregateTable):  # written from its columns
